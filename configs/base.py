@@ -1,0 +1,64 @@
+"""Defaults every experiment starts from; an experiment config overrides a few fields."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.stage = "train"  # "train" (supervised from scratch) or "eval" (latest checkpoint).
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.builtin = ""  # "demo": build the built-in demo dataset if missing.
+    config.data.data_dir = ""  # A `python -m data_prep convert` output folder.
+    config.data.train_split = "train"
+    config.data.eval_split = "val"
+    config.data.num_frames = 16
+    config.data.frame_stride = 2
+    config.data.crop_size = 112
+    config.data.flip = True
+    # Kinetics statistics, as torchvision's video models use.
+    config.data.mean = (0.43216, 0.394666, 0.37645)
+    config.data.std = (0.22803, 0.22145, 0.216989)
+    config.data.num_workers = 2  # grain worker processes; 0 reads in the main process.
+    config.data.demo = ml_collections.ConfigDict(
+        {"train_per_class": 48, "val_per_class": 16, "seed": 0}
+    )
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "r3d_18"
+    config.model.width = 64
+    config.model.dropout = 0.5
+    config.model.dtype = "float32"  # Compute dtype; "bfloat16" on accelerators.
+
+    config.objective = ml_collections.ConfigDict()
+    config.objective.name = "supervised"
+    config.objective.label_smoothing = 0.0
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"  # "sgd" (momentum) or "adamw".
+    config.optimizer.lr = 0.1
+    config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = False
+    config.optimizer.weight_decay = 1e-3
+    config.optimizer.schedule = "cosine"  # "cosine", "step" or "constant".
+    config.optimizer.warmup_steps = 0
+    config.optimizer.lr_steps = ()  # "step" schedule: steps where lr *= lr_decay.
+    config.optimizer.lr_decay = 0.1
+    config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
+
+    config.batch_size = 32  # Global, over all devices and hosts.
+    config.eval_batch_size = 32
+    config.num_train_steps = 1000
+    config.log_every = 50
+    config.eval_every = 0  # 0: evaluate only at the end.
+    config.checkpoint_every = 500
+    config.keep_checkpoints = 3
+
+    # Mesh axis sizes; -1 takes the remaining devices. The batch is split over both axes.
+    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+    # (regex on parameter path, "replicate" | "fsdp"); first match wins, default replicate.
+    config.sharding_rules = ((".*", "replicate"),)
+    return config

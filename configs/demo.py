@@ -1,0 +1,46 @@
+"""R3D-18 trained from scratch on the built-in demo dataset (motion classes, no download).
+
+Variants: `configs/demo.py` (a few minutes on 2 CPU cores) and `configs/demo.py:smoke`
+(seconds; what the tests run). Flip stays off: mirroring a clip turns `move_left` into
+`move_right` and clockwise into anticlockwise, so it would corrupt the labels.
+"""
+
+from __future__ import annotations
+
+from configs.base import get_base_config
+
+
+def get_config(arg: str | None = None):
+    config = get_base_config()
+    config.data.builtin = "demo"
+    config.data.num_frames = 8
+    config.data.frame_stride = 2
+    config.data.crop_size = 56
+    config.data.flip = False
+    config.model.width = 16
+    config.model.dropout = 0.2
+    config.optimizer.lr = 0.05
+    config.optimizer.warmup_steps = 20
+    config.optimizer.weight_decay = 1e-4
+    config.batch_size = 16
+    config.eval_batch_size = 32
+    config.num_train_steps = 300
+    config.log_every = 25
+    config.checkpoint_every = 100
+
+    if arg == "smoke":
+        config.data.demo.train_per_class = 16
+        config.data.demo.val_per_class = 6
+        config.data.num_workers = 0
+        config.data.crop_size = 48
+        config.model.width = 8
+        config.optimizer.warmup_steps = 5
+        config.batch_size = 8
+        config.eval_batch_size = 16
+        config.num_train_steps = 60
+        config.log_every = 10
+        config.checkpoint_every = 30
+    elif arg:
+        raise ValueError(f"configs/demo.py: unknown variant '{arg}' (smoke)")
+    config.lock()
+    return config

@@ -1,0 +1,159 @@
+"""grain input pipelines: ArrayRecord shards -> sampled, decoded, augmented uint8 clip batches.
+
+Train: global shuffle (reshuffled every epoch) -> sample frame indices -> decode only those JPEGs
+-> random crop (+ flip) -> batch. Eval: every example exactly once, centre clip and centre crop,
+the last batch padded and masked so every host runs the same number of steps.
+Each host reads its own slice of the examples (`jax.process_index()`), and `global_batch`
+turns per-host batches into one `jax.Array` sharded over the mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import grain
+import jax
+import numpy as np
+
+from vssl_jax.data import records, sampling, transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """What a clip looks like; built from `config.data`."""
+
+    num_frames: int
+    frame_stride: int
+    crop_size: int
+    flip: bool = False
+
+
+def clip_spec(data_config) -> ClipSpec:
+    return ClipSpec(
+        num_frames=data_config.num_frames,
+        frame_stride=data_config.frame_stride,
+        crop_size=data_config.crop_size,
+        flip=data_config.flip,
+    )
+
+
+def load_label_names(data_dir: str) -> list[str]:
+    """Class names in index order, from data_prep's `label_map.json`."""
+    path = os.path.join(data_dir, "label_map.json")
+    try:
+        with open(path) as f:
+            label_map = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: missing (convert videos with `python -m data_prep convert` first)"
+        ) from None
+    return sorted(label_map, key=label_map.__getitem__)
+
+
+class TrainClip:
+    """Record bytes -> {'video': uint8 [T, crop, crop, 3], 'label': int32}, randomly."""
+
+    def __init__(self, spec: ClipSpec):
+        self.spec = spec
+
+    def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        record = records.parse_record(raw)
+        indices = sampling.random_clip_indices(
+            record.num_frames, self.spec.num_frames, self.spec.frame_stride, rng
+        )
+        video = transforms.decode_frames(record.frames, indices, record.path)
+        video = transforms.random_crop(video, self.spec.crop_size, rng, record.path)
+        if self.spec.flip:
+            video = transforms.random_flip(video, rng)
+        return {"video": np.ascontiguousarray(video), "label": np.int32(record.label)}
+
+
+class EvalClip:
+    """Position `i` of a padded eval pass -> centre clip of example `i`, masked when padding."""
+
+    def __init__(self, source, indices: np.ndarray, spec: ClipSpec):
+        self.source = source
+        self.indices = indices
+        self.spec = spec
+
+    def __call__(self, position: int) -> dict[str, np.ndarray]:
+        is_real = position < len(self.indices)
+        index = int(self.indices[min(position, len(self.indices) - 1)])
+        record = records.parse_record(self.source[index])
+        frame_indices = sampling.linspace_clip_indices(
+            record.num_frames, self.spec.num_frames, self.spec.frame_stride, 1
+        )[0]
+        video = transforms.decode_frames(record.frames, frame_indices, record.path)
+        video = transforms.center_crop(video, self.spec.crop_size, record.path)
+        return {
+            "video": np.ascontiguousarray(video),
+            "label": np.int32(record.label),
+            "mask": np.float32(is_real),
+            "index": np.int32(index),
+        }
+
+
+def _source(data_dir: str, split: str) -> grain.sources.ArrayRecordDataSource:
+    return grain.sources.ArrayRecordDataSource(records.shard_paths(data_dir, split))
+
+
+def _local_batch_size(global_batch_size: int) -> int:
+    if global_batch_size % jax.process_count():
+        raise ValueError(
+            f"batch_size {global_batch_size} is not divisible by the "
+            f"{jax.process_count()} processes"
+        )
+    return global_batch_size // jax.process_count()
+
+
+def _finish(dataset: grain.MapDataset, num_workers: int) -> grain.IterDataset:
+    iter_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
+    if num_workers > 0:
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return iter_ds
+
+
+def train_dataset(
+    data_dir: str,
+    split: str,
+    spec: ClipSpec,
+    *,
+    global_batch_size: int,
+    seed: int,
+    num_workers: int,
+) -> grain.IterDataset:
+    """An endless, checkpointable stream of local training batches for this host."""
+    dataset = grain.MapDataset.source(_source(data_dir, split))
+    dataset = dataset[jax.process_index() :: jax.process_count()]
+    dataset = dataset.shuffle(seed=seed).repeat(None)
+    dataset = dataset.random_map(TrainClip(spec), seed=seed)
+    dataset = dataset.batch(_local_batch_size(global_batch_size), drop_remainder=True)
+    return _finish(dataset, num_workers)
+
+
+def eval_dataset(
+    data_dir: str, split: str, spec: ClipSpec, *, global_batch_size: int, num_workers: int
+) -> tuple[grain.IterDataset, int]:
+    """One pass over this host's examples; returns (dataset, number of batches).
+
+    Every host runs the same number of batches: the shorter ones pad with masked copies.
+    """
+    source = _source(data_dir, split)
+    local_batch = _local_batch_size(global_batch_size)
+    indices = np.arange(len(source))[jax.process_index() :: jax.process_count()]
+    per_host = math.ceil(len(source) / jax.process_count())
+    num_batches = math.ceil(per_host / local_batch)
+    dataset = grain.MapDataset.range(num_batches * local_batch)
+    dataset = dataset.map(EvalClip(source, indices, spec)).batch(local_batch)
+    return _finish(dataset, num_workers), num_batches
+
+
+def global_batch(local_batch: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
+    """Per-host numpy batch -> global arrays, batch axis sharded as `sharding` says."""
+    return {
+        key: jax.make_array_from_process_local_data(sharding, value)
+        for key, value in local_batch.items()
+    }

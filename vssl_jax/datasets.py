@@ -1,0 +1,39 @@
+"""Where a config's data lives: a converted dataset folder, or the built-in demo built on demand."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from jax.experimental import multihost_utils
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("VSSL_JAX_CACHE", os.path.expanduser("~/.cache/vssl_jax"))
+
+
+def prepare(data_config) -> str:
+    """Returns the shard folder for `config.data`, building the demo dataset if it is missing."""
+    if data_config.builtin == "demo":
+        demo = data_config.demo
+        data_dir = data_config.data_dir or os.path.join(
+            default_cache_dir(),
+            f"demo-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}",
+        )
+        if jax.process_index() == 0:
+            from data_prep.demo import build_demo_dataset
+
+            build_demo_dataset(
+                data_dir,
+                train_per_class=demo.train_per_class,
+                val_per_class=demo.val_per_class,
+                seed=demo.seed,
+            )
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("demo dataset ready")
+        return data_dir
+    if data_config.builtin:
+        raise ValueError(f"config.data.builtin: unknown dataset '{data_config.builtin}' (demo)")
+    if not data_config.data_dir:
+        raise ValueError("config.data.data_dir is empty: point it at a data_prep output folder")
+    return data_config.data_dir

@@ -1,0 +1,68 @@
+"""Entry point: `python -m vssl_jax.main --config=configs/X.py[:variant] --workdir=DIR`.
+
+Dispatches on `config.stage`. A mistake of the user's (a bad config value, missing data, a
+diverged run) ends with one line `error: ...` and exit status 2; the full traceback goes to
+`workdir/error.log` for whoever debugs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import os
+import sys
+import traceback
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+# Errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, KeyError)
+
+
+def run(config, workdir: str) -> dict:
+    """Runs `config.stage` in `workdir`; returns its results."""
+    from vssl_jax import evaluate, train
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    if config.stage == "train":
+        return train.train_and_evaluate(config, workdir)
+    if config.stage == "eval":
+        return evaluate.evaluate_checkpoint(config, workdir)
+    raise ValueError(f"config.stage: unknown stage '{config.stage}' (train, eval)")
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drops INFO chatter of libraries that log every save step (Orbax) from the console."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno > std_logging.INFO or "/orbax/" not in record.pathname
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    workdir = _WORKDIR.value
+    try:
+        results = run(_CONFIG.value, workdir)
+    except USER_ERRORS as e:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "error.log"), "w") as f:
+            traceback.print_exc(file=f)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    summary = {k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "num_examples")}
+    print(f"final {results['split']} accuracy: {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

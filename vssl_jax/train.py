@@ -1,0 +1,186 @@
+"""The training loop: data -> mesh -> model/state -> jitted step -> checkpoints -> evals.
+
+Reads top to bottom. The train state is a plain dict of arrays
+    {"params", "model_state" (BatchNorm statistics), "opt_state", "step", "rng"}
+sharded by `config.sharding_rules`; `train_step` is a pure function of (state, batch).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from vssl_jax import checkpoint, datasets, evaluate, objectives, optimizers, sharding
+from vssl_jax.data import pipeline
+from vssl_jax.metric_writer import MetricWriter
+from vssl_jax.state import StateSpec, make_state_spec, normalized
+
+
+def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, schedule):
+    """One update on a global batch. Returns (new state, scalar metrics)."""
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    batch = normalized(batch, config)
+
+    def loss_fn(params):
+        model = nnx.merge(spec.graphdef, params, state["model_state"], copy=True)
+        loss, metrics = objective(
+            model, batch, train=True, rngs=nnx.Rngs(dropout=rng), config=config.objective
+        )
+        return loss, (metrics, nnx.split(model, nnx.Param, ...)[2])
+
+    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
+    metrics = {
+        **metrics,
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(state["step"]),
+    }
+    new_state = {
+        "params": optax.apply_updates(state["params"], updates),
+        "model_state": model_state,
+        "opt_state": opt_state,
+        "step": state["step"] + 1,
+        "rng": state["rng"],
+    }
+    return new_state, metrics
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    fetched = jax.device_get(history)
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _log_compiled(compiled) -> None:
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    logging.info(
+        "train_step compiled: %.2f GFLOP per step, %.1f MiB temp + %.1f MiB arguments per device",
+        (cost or {}).get("flops", float("nan")) / 1e9,
+        getattr(memory, "temp_size_in_bytes", 0) / 2**20,
+        getattr(memory, "argument_size_in_bytes", 0) / 2**20,
+    )
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config.num_train_steps` steps (resuming from `workdir`), then evaluates.
+
+    Returns the final eval results (also written to `workdir/eval_results.json`).
+    """
+    # ---------------------------------------------------------------- Input
+    data_dir = datasets.prepare(config.data)
+    label_names = pipeline.load_label_names(data_dir)
+    spec_clip = pipeline.clip_spec(config.data)
+
+    # ---------------------------------------------------------------- Mesh
+    mesh = sharding.make_mesh(config.mesh)
+    if config.batch_size % mesh.size:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the {mesh.size} devices"
+        )
+    batch_sharding = sharding.batch_sharding(mesh)
+
+    # ---------------------------------------------------------------- Model and state
+    spec = make_state_spec(config, len(label_names), mesh)
+    schedule = optimizers.learning_rate_schedule(config.optimizer, config.num_train_steps)
+    step_fn = jax.jit(
+        functools.partial(
+            train_step,
+            spec=spec,
+            config=config,
+            objective=objectives.get(config.objective.name),
+            schedule=schedule,
+        ),
+        in_shardings=(spec.shardings, batch_sharding),
+        out_shardings=(spec.shardings, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+    eval_step = evaluate.make_eval_step(spec, config, mesh)
+
+    # ---------------------------------------------------------------- Checkpoint / resume
+    train_data = pipeline.train_dataset(
+        data_dir,
+        config.data.train_split,
+        spec_clip,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        num_workers=config.data.num_workers,
+    )
+    train_iter = iter(train_data)
+    checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(spec.abstract, train_iter)
+        logging.info("Resumed from %s at step %d", checkpointer.directory, state["step"])
+    else:
+        state = jax.jit(spec.init, out_shardings=spec.shardings)()
+    step = int(jax.device_get(state["step"]))
+
+    # ---------------------------------------------------------------- Loop
+    writer = MetricWriter(workdir)
+    total = config.num_train_steps
+    history: list[dict] = []
+    compiled = None
+    window_start, window_steps = time.perf_counter(), 0
+    while step < total:
+        batch = pipeline.global_batch(next(train_iter), batch_sharding)
+        if compiled is None:
+            compiled = step_fn.lower(state, batch).compile()
+            _log_compiled(compiled)
+            window_start = time.perf_counter()  # Throughput excludes compilation.
+        with jax.transfer_guard("disallow"):
+            state, metrics = compiled(state, batch)
+        step += 1
+        window_steps += 1
+        history.append(metrics)
+
+        save_now = step % config.checkpoint_every == 0 or step == total
+        if step % config.log_every == 0 or save_now:
+            scalars = _mean_metrics(history)
+            history = []
+            if not np.isfinite(scalars["loss"]):
+                raise FloatingPointError(
+                    f"step {step}: training loss is {scalars['loss']}; stopping without "
+                    "saving (the last checkpoint is untouched)"
+                )
+            elapsed = time.perf_counter() - window_start
+            seconds_per_step = elapsed / window_steps
+            scalars["clips_per_second"] = window_steps * config.batch_size / elapsed
+            writer.write_scalars(step, scalars, "train")
+            logging.info(
+                "step %d/%d | loss %.4f | acc %.3f | lr %.4g | %.1f clips/s | ETA %s",
+                step,
+                total,
+                scalars["loss"],
+                scalars.get("accuracy", float("nan")),
+                scalars["learning_rate"],
+                scalars["clips_per_second"],
+                _format_duration(seconds_per_step * (total - step)),
+            )
+            window_start, window_steps = time.perf_counter(), 0
+        if save_now:
+            checkpointer.save(step, state, train_iter)
+        if config.eval_every and step % config.eval_every == 0 and step < total:
+            results = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
+            writer.write_scalars(step, evaluate.scalar_results(results), "eval")
+            window_start, window_steps = time.perf_counter(), 0
+
+    # ---------------------------------------------------------------- Final eval
+    checkpointer.close()
+    results = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
+    evaluate.write_results(workdir, results)
+    writer.write_scalars(step, evaluate.scalar_results(results), "eval")
+    writer.close()
+    return results
