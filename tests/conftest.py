@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from vssl_jax.data import records
 
 # grain's worker processes read absl flags; under pytest nobody parses them.
 flags.FLAGS.mark_as_parsed()
+# The demo dataset built by tests (and their subprocesses) stays out of the user's cache.
+os.environ.setdefault("VSSL_JAX_CACHE", tempfile.mkdtemp(prefix="vssl_jax_test_cache_"))
 
 TINY_CLASSES = ("square_moves_left", "square_moves_right")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging as std_logging
 import os
+import re
 import sys
 import traceback
 
@@ -26,8 +27,11 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, KeyError)
 
 def run(config, workdir: str) -> dict:
     """Runs `config.stage` in `workdir`; returns its results."""
-    from vssl_jax import evaluate, train
+    from vssl_jax import evaluate, models, objectives, train
 
+    # Fail on misspelt names before any data is built or read.
+    models.get(config.model.name)
+    objectives.get(config.objective.name)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
@@ -43,6 +47,37 @@ class _QuietLibraries(std_logging.Filter):
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         return record.levelno > std_logging.INFO or "/orbax/" not in record.pathname
+
+
+def _last_line(error: BaseException) -> str:
+    """The line of a (possibly nested, multi-line) error message that says what went wrong."""
+    lines = [line.strip() for line in str(error).replace("\\n", "\n").splitlines()]
+    return next((line for line in reversed(lines) if line), type(error).__name__)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with config mistakes (unknown keys, wrong types, bad files) as one line."""
+    try:
+        remaining = flags.FLAGS(argv)
+        _CONFIG.value.to_dict()  # Loads the config file now, so its errors surface here.
+        return remaining
+    except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+        message = _last_line(e)
+        unknown_key = re.match(r"""^'\\?'?(\w+)""", str(e))
+        if isinstance(e, AttributeError | KeyError) and unknown_key:
+            # ConfigDict names only the missing key; say which argument it came from.
+            key = unknown_key.group(1)
+            culprit = next(
+                (
+                    a
+                    for a in argv
+                    if a.startswith("--config.") and re.search(rf"\.{key}(=|\.|$)", a)
+                ),
+                "a --config override",
+            )
+            message = f"unknown config key '{key}' in {culprit} ({message.strip(chr(39))})"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
@@ -65,4 +100,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -55,6 +55,17 @@ def make_state_spec(config, num_classes: int, mesh) -> StateSpec:
     return StateSpec(graphdef, init, abstract, shardings, tx)
 
 
+def initial_state(spec: StateSpec) -> dict:
+    """A freshly initialised state, created directly in its sharded layout.
+
+    Initialisation draws with the non-partitionable threefry: on XLA:CPU, compiling the
+    partitionable variant (this JAX's default) took 30 s instead of 5 s for a tiny R3D-18,
+    measured here. Both are independent of the sharding, so every mesh gets the same values.
+    """
+    with jax.threefry_partitionable(False):
+        return jax.jit(spec.init, out_shardings=spec.shardings)()
+
+
 def normalized(batch: dict, config) -> dict:
     video = transforms.normalize_video(
         batch["video"], config.data.mean, config.data.std, jnp.dtype(config.model.dtype)

@@ -19,7 +19,7 @@ from flax import nnx
 from vssl_jax import checkpoint, datasets, evaluate, objectives, optimizers, sharding
 from vssl_jax.data import pipeline
 from vssl_jax.metric_writer import MetricWriter
-from vssl_jax.state import StateSpec, make_state_spec, normalized
+from vssl_jax.state import StateSpec, initial_state, make_state_spec, normalized
 
 
 def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, schedule):
@@ -125,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = checkpointer.restore(spec.abstract, train_iter)
         logging.info("Resumed from %s at step %d", checkpointer.directory, state["step"])
     else:
-        state = jax.jit(spec.init, out_shardings=spec.shardings)()
+        state = initial_state(spec)
     step = int(jax.device_get(state["step"]))
 
     # ---------------------------------------------------------------- Loop

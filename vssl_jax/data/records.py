@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -113,7 +114,8 @@ def encode_record(
     feature[START_TIME].float_list.value.append(float(start_time))
     feature[END_TIME].float_list.value.append(float(end_time))
     feature[FPS].float_list.value.append(float(fps))
-    return example.SerializeToString()
+    # Map fields are otherwise ordered differently in each process: same video, different bytes.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_record(raw: bytes) -> VideoRecord:
@@ -156,7 +158,7 @@ def encode_sequence_example(
     frame_list = seq.feature_lists.feature_list[DMVR_IMAGE].feature
     for jpeg in frames:
         frame_list.add().bytes_list.value.append(jpeg)
-    return seq.SerializeToString()
+    return seq.SerializeToString(deterministic=True)
 
 
 def shard_name(dataset: str, split: str, file_format: str, index: int, count: int) -> str:
@@ -167,7 +169,9 @@ def shard_name(dataset: str, split: str, file_format: str, index: int, count: in
 
 def shard_paths(data_dir: str, split: str, file_format: str = ARRAY_RECORD) -> list[str]:
     """The complete shards of one split, in order; raises a one-line error when there are none."""
-    paths = sorted(glob.glob(os.path.join(data_dir, f"*-{split}.{file_format}-*-of-*")))
+    pattern = os.path.join(data_dir, f"*-{split}.{file_format}-*-of-*")
+    # Complete shards only: an interrupted conversion leaves `<shard>.tmp-<pid>` files behind.
+    paths = sorted(p for p in glob.glob(pattern) if re.fullmatch(r".*-of-\d+", p))
     if not paths:
         raise FileNotFoundError(
             f"{data_dir}: no {file_format} shards for split '{split}' "

@@ -12,24 +12,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vssl_jax.models.layers import Conv3D
 from vssl_jax.models.registry import register
 
 # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu").
 _conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(cin, cout, kernel, stride, *, dtype, rngs) -> nnx.Conv:
-    return nnx.Conv(
-        cin,
-        cout,
-        kernel_size=kernel,
-        strides=stride,
-        padding=[(k // 2, k // 2) for k in kernel],
-        use_bias=False,
-        kernel_init=_conv_init,
-        dtype=dtype,
-        rngs=rngs,
-    )
+def _conv(cin, cout, kernel, stride, *, dtype, rngs) -> Conv3D:
+    return Conv3D(cin, cout, kernel, stride, kernel_init=_conv_init, dtype=dtype, rngs=rngs)
 
 
 def _batch_norm(channels, *, dtype, rngs) -> nnx.BatchNorm:

@@ -1,0 +1,144 @@
+"""`python -m data_prep`: turn videos into training shards.
+
+    python -m data_prep convert --input videos/ --output data/my_videos --fps 10 --short-side 128
+    python -m data_prep convert --format ucf101 --input UCF-101/ --splits-dir ucfTrainTestlist/ \\
+        --output data/ucf101 --dataset-name ucf101
+
+User errors (a missing file, a bad list) print one `error: ...` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+from data_prep.manifest import ConvertError
+from data_prep.sources import FORMATS, SourceError
+
+
+def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="a folder of videos (ROOT/<class>/<video>, or ROOT/<split>/<class>/<video>); "
+        "a Kinetics CSV or JSON list; the UCF101/HMDB51 video folder",
+    )
+    parser.add_argument("--output", required=True, help="folder for the shards and metadata")
+    parser.add_argument("--format", choices=FORMATS, default="folders", help="input format")
+    parser.add_argument(
+        "--split",
+        help="convert only this split (folders without split folders: the split's name, "
+        "default train)",
+    )
+    parser.add_argument(
+        "--video-root", help="where the files of a csv/json list are (default: its folder)"
+    )
+    parser.add_argument("--splits-dir", help="UCF101/HMDB51 folder with the official split files")
+    parser.add_argument(
+        "--split-id", type=int, default=1, help="which official split, 1..3 (default 1)"
+    )
+    parser.add_argument(
+        "--label-map", help="a label_map.json {class: index} to use instead of deriving one"
+    )
+    parser.add_argument(
+        "--fps", type=float, help="resample to this frame rate (default: keep every frame)"
+    )
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=128,
+        help="resize so the short side is N px; 0 keeps the full size (default 128)",
+    )
+    parser.add_argument("--jpeg-quality", type=int, default=90, help="1..100 (default 90)")
+    parser.add_argument(
+        "--videos-per-shard", type=int, default=64, help="videos per shard file (default 64)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="decoding processes (default: CPUs)"
+    )
+    parser.add_argument(
+        "--tfrecord",
+        action="store_true",
+        help="also write TFRecord SequenceExample shards (DMVR keys) under OUTPUT/tfrecord/",
+    )
+    parser.add_argument(
+        "--dataset-name", default="videos", help="shard name prefix (default videos)"
+    )
+
+
+def _run_convert(args: argparse.Namespace) -> None:
+    from data_prep.convert import convert
+    from data_prep.sources import list_sources
+
+    listing = list_sources(
+        args.format,
+        args.input,
+        split=args.split,
+        video_root=args.video_root,
+        splits_dir=args.splits_dir,
+        split_id=args.split_id,
+        label_map_path=args.label_map,
+    )
+    if not listing.sources:
+        example = listing.skipped[0] if listing.skipped else None
+        detail = f" ({len(listing.skipped)} skipped, e.g. {example['path']}: {example['reason']})"
+        raise SourceError(f"{args.input}: no usable videos{detail if example else ''}")
+    convert(
+        listing,
+        args.output,
+        dataset_name=args.dataset_name,
+        fps=args.fps,
+        short_side=args.short_side or None,
+        jpeg_quality=args.jpeg_quality,
+        videos_per_shard=args.videos_per_shard,
+        workers=args.workers,
+        tfrecord=args.tfrecord,
+    )
+
+
+def _demo_module():
+    """data_prep.demo when it is there and offers the sub-command's two entry points."""
+    if importlib.util.find_spec("data_prep.demo") is None:
+        return None
+    from data_prep import demo
+
+    if hasattr(demo, "add_demo_arguments") and hasattr(demo, "run_demo"):
+        return demo
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep", description="Turn videos into training shards."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert_parser = commands.add_parser(
+        "convert",
+        help="decode videos into JPEG-frame shards (ArrayRecord, optionally TFRecord)",
+        description="Decode videos, resize, JPEG-encode the frames and write ArrayRecord shards, "
+        "label_map.json, manifest.json and TFDS metadata into OUTPUT. Re-running resumes.",
+    )
+    _add_convert_arguments(convert_parser)
+    convert_parser.set_defaults(run=_run_convert)
+    demo = _demo_module()
+    if demo is not None:
+        demo_parser = commands.add_parser("demo", help="generate the built-in demo dataset")
+        demo.add_demo_arguments(demo_parser)
+        demo_parser.set_defaults(run=demo.run_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (SourceError, ConvertError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Converting listed videos into shards: ArrayRecord (and optionally TFRecord) of JPEG frames.
+
+Worker processes decode and JPEG-encode the videos; the parent writes the records in a fixed
+order (split, then path) into shards of `videos_per_shard` consecutive videos, so the same input
+always gives the same shards. Each shard is written under a temporary name, its sidecar (videos
+written, videos skipped) is saved, then the shard is renamed into place: a re-run finds the
+complete shards, leaves them alone and converts only the rest. manifest.json and the TFDS
+metadata are rebuilt from the sidecars at the end (see manifest.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import multiprocessing
+import os
+import struct
+import time
+from collections.abc import Iterator
+
+import tqdm
+
+from data_prep import manifest
+from data_prep.manifest import ConvertError
+from data_prep.sources import Listing, VideoSource, apply_label_names, load_label_map
+from vssl_jax import video_io
+from vssl_jax.data import records
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    source: VideoSource
+    label: int
+    fps: float | None
+    short_side: int | None
+    jpeg_quality: int
+    tfrecord: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    record: bytes = b""
+    sequence_example: bytes = b""
+    num_frames: int = 0
+    start_time: float = 0.0
+    end_time: float = 0.0
+    skip_reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shard:
+    name: str  # The ArrayRecord file name.
+    split: str
+    sources: tuple[VideoSource, ...]
+
+
+def _convert_video(task: _Task) -> _Result:
+    """Runs in a worker process: one video -> its serialized record(s)."""
+    source = task.source
+    try:
+        clip = video_io.decode_to_jpegs(
+            source.path,
+            fps=task.fps,
+            short_side=task.short_side,
+            start_time=source.start_time,
+            end_time=source.end_time,
+            quality=task.jpeg_quality,
+        )
+    except video_io.VideoDecodeError as e:
+        return _Result(skip_reason=e.problem)
+    fields = dict(
+        frames=clip.frames,
+        label=task.label,
+        label_text=source.label_text,
+        path=source.path,
+        start_time=clip.start_time,
+        end_time=clip.end_time,
+        fps=clip.fps,
+    )
+    return _Result(
+        record=records.encode_record(**fields),
+        sequence_example=records.encode_sequence_example(**fields) if task.tfrecord else b"",
+        num_frames=len(clip.frames),
+        start_time=clip.start_time,
+        end_time=clip.end_time,
+    )
+
+
+def _source_key(source: VideoSource) -> list:
+    return [source.path, source.start_time, source.end_time]
+
+
+def _plan_shards(
+    sources: list[VideoSource], dataset_name: str, split: str, videos_per_shard: int
+) -> list[_Shard]:
+    """Contiguous chunks of the split's sources in sorted order: a re-run gives the same shards."""
+    ordered = sorted(
+        sources,
+        key=lambda s: (
+            s.path,
+            s.start_time if s.start_time is not None else -math.inf,
+            s.end_time if s.end_time is not None else math.inf,
+        ),
+    )
+    count = math.ceil(len(ordered) / videos_per_shard)
+    return [
+        _Shard(
+            name=records.shard_name(dataset_name, split, records.ARRAY_RECORD, i, count),
+            split=split,
+            sources=tuple(ordered[i * videos_per_shard : (i + 1) * videos_per_shard]),
+        )
+        for i in range(count)
+    ]
+
+
+def _shard_files(output_dir: str, shard: str) -> tuple[str, str]:
+    return (
+        os.path.join(output_dir, shard),
+        os.path.join(output_dir, manifest.TFRECORD_DIR, manifest.tfrecord_name(shard)),
+    )
+
+
+def _is_complete(output_dir: str, shard: _Shard, options: dict, tfrecord: bool) -> bool:
+    """True when the shard, its sidecar and (if asked for) its TFRecord twin are all in place."""
+    sidecar = manifest.read_sidecar(output_dir, shard.name)
+    if sidecar is None:
+        return False
+    array_record_path, tfrecord_path = _shard_files(output_dir, shard.name)
+    return (
+        sidecar["options"] == options
+        and sidecar["sources"] == [_source_key(s) for s in shard.sources]
+        and os.path.isfile(array_record_path)
+        and os.path.getsize(array_record_path) == sidecar["num_bytes"]
+        and (not tfrecord or (sidecar["tfrecord"] and os.path.isfile(tfrecord_path)))
+    )
+
+
+def _remove_stale(output_dir: str, dataset_name: str, split: str, shards: list[_Shard]) -> None:
+    """Deletes this split's leftovers: temporary files and shards of an earlier, different plan."""
+    keep = {s.name for s in shards} | {manifest.tfrecord_name(s.name) for s in shards}
+    keep |= {f"{name}.json" for name in keep}
+    prefix = f"{dataset_name}-{split}."
+    for folder in (manifest.SIDECAR_DIR, manifest.TFRECORD_DIR, ""):
+        path = os.path.join(output_dir, folder)
+        if not os.path.isdir(path):
+            continue
+        for name in os.listdir(path):
+            if (
+                name.startswith(prefix)
+                and name not in keep
+                and not name.endswith(manifest.PLAN_SUFFIX)
+            ):
+                os.remove(os.path.join(path, name))
+
+
+def _tfrecord_frame(data: bytes) -> bytes:
+    """TFRecord framing of one record: length, masked CRC of the length, data, masked CRC.
+
+    The `tfrecord` package's `TFRecordWriter.write` only takes feature dicts and builds its own
+    proto, so records.py's SequenceExample bytes are framed here with the package's CRC.
+    """
+    from tfrecord import TFRecordWriter
+
+    length = struct.pack("<Q", len(data))
+    return length + TFRecordWriter.masked_crc(length) + data + TFRecordWriter.masked_crc(data)
+
+
+def _write_shard(
+    output_dir: str,
+    shard: _Shard,
+    results: Iterator[_Result],
+    options: dict,
+    tfrecord: bool,
+    progress: tqdm.tqdm,
+) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    array_record_path, tfrecord_path = _shard_files(output_dir, shard.name)
+    for path in (array_record_path, tfrecord_path):
+        if os.path.exists(path):
+            os.remove(path)
+    suffix = f".tmp-{os.getpid()}"
+    # group_size:1 keeps every record independently readable: random access per video.
+    writer = ArrayRecordWriter(array_record_path + suffix, "group_size:1")
+    tfrecord_file = open(tfrecord_path + suffix, "wb") if tfrecord else None
+    videos, skipped = [], []
+    for source in shard.sources:
+        result = next(results)
+        progress.update(1)
+        if result.skip_reason is not None:
+            skipped.append(
+                {"path": source.path, "split": shard.split, "reason": result.skip_reason}
+            )
+            continue
+        writer.write(result.record)
+        if tfrecord_file is not None:
+            tfrecord_file.write(_tfrecord_frame(result.sequence_example))
+        videos.append(
+            {
+                "path": source.path,
+                "label_text": source.label_text,
+                "start_time": result.start_time,
+                "end_time": result.end_time,
+                "num_frames": result.num_frames,
+            }
+        )
+    writer.close()
+    if tfrecord_file is not None:
+        tfrecord_file.close()
+    sidecar = {
+        "shard": shard.name,
+        "split": shard.split,
+        "options": options,
+        "tfrecord": tfrecord,
+        "sources": [_source_key(s) for s in shard.sources],
+        "num_bytes": os.path.getsize(array_record_path + suffix),
+        "videos": videos,
+        "skipped": skipped,
+    }
+    # The sidecar goes first: a shard under its final name always has one.
+    manifest.write_json(manifest.sidecar_path(output_dir, shard.name), sidecar)
+    if tfrecord:
+        os.replace(tfrecord_path + suffix, tfrecord_path)
+    os.replace(array_record_path + suffix, array_record_path)
+
+
+@contextlib.contextmanager
+def _results(tasks: list[_Task], workers: int) -> Iterator[Iterator[_Result]]:
+    """The tasks' results in task order, computed by `workers` processes (1: in this one)."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield map(_convert_video, tasks)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    # Not fork: the parent may hold threads (tqdm's monitor, PyAV's decoders) that a forked child
+    # would inherit in an unusable state.
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with context.Pool(min(workers, len(tasks))) as pool:
+        yield pool.imap(_convert_video, tasks)
+
+
+def _check_options(fps, short_side, jpeg_quality, videos_per_shard, output_dir) -> None:
+    if fps is not None and fps <= 0:
+        raise ConvertError(f"{output_dir}: --fps must be positive, got {fps}")
+    if short_side is not None and short_side < 1:
+        raise ConvertError(f"{output_dir}: --short-side must be at least 1, got {short_side}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ConvertError(f"{output_dir}: --jpeg-quality must be in 1..100, got {jpeg_quality}")
+    if videos_per_shard < 1:
+        raise ConvertError(
+            f"{output_dir}: --videos-per-shard must be at least 1, got {videos_per_shard}"
+        )
+
+
+def convert(
+    listing: Listing,
+    output_dir: str,
+    *,
+    dataset_name: str = "videos",
+    fps: float | None = None,
+    short_side: int | None = 128,
+    jpeg_quality: int = 90,
+    videos_per_shard: int = 64,
+    workers: int | None = None,
+    tfrecord: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """Converts the listed videos into shards in `output_dir`; returns the manifest.
+
+    Frames are resampled to `fps` (None: every source frame) and resized to `short_side` (None:
+    full size) following `video_io.iter_frames`, then JPEG-encoded at `jpeg_quality`. An
+    existing `output_dir/label_map.json` is kept and sources with labels outside it are skipped;
+    otherwise the listing's label names are written there. Splits converted by separate calls
+    accumulate in manifest.json; shards completed by an interrupted call are not redone. Videos
+    that fail to decode are skipped and listed in manifest.json. `show_progress` shows a progress
+    bar and prints a one-line summary.
+
+    With `workers` > 1 the videos are decoded in that many processes, started with forkserver
+    (spawn where there is none), so a script calling this needs the usual
+    `if __name__ == "__main__":` guard.
+    """
+    began = time.monotonic()
+    _check_options(fps, short_side, jpeg_quality, videos_per_shard, output_dir)
+    options = {"fps": fps, "short_side": short_side, "jpeg_quality": jpeg_quality}
+    os.makedirs(os.path.join(output_dir, manifest.SIDECAR_DIR), exist_ok=True)
+    if tfrecord:
+        os.makedirs(os.path.join(output_dir, manifest.TFRECORD_DIR), exist_ok=True)
+
+    splits = sorted({s.split for s in listing.sources} | {e["split"] for e in listing.skipped})
+    manifest.check_compatible(output_dir, dataset_name, options, splits)
+    label_map_path = os.path.join(output_dir, manifest.LABEL_MAP)
+    if os.path.exists(label_map_path):
+        # Reused, never rebuilt: a split converted later must get the same class indices.
+        label_names = load_label_map(label_map_path)
+    else:
+        label_names = list(listing.label_names)
+        manifest.write_label_map(output_dir, label_names)
+    listing = apply_label_names(listing, label_names)
+    label_index = {name: i for i, name in enumerate(label_names)}
+
+    shards: list[_Shard] = []
+    for split in splits:
+        split_shards = _plan_shards(
+            [s for s in listing.sources if s.split == split], dataset_name, split, videos_per_shard
+        )
+        _remove_stale(output_dir, dataset_name, split, split_shards)
+        plan = {
+            "dataset_name": dataset_name,
+            "split": split,
+            "options": options,
+            "shards": [s.name for s in split_shards],
+            "skipped": [e for e in listing.skipped if e["split"] == split],
+        }
+        manifest.write_json(manifest.plan_path(output_dir, dataset_name, split), plan)
+        shards += split_shards
+
+    todo = [s for s in shards if not _is_complete(output_dir, s, options, tfrecord)]
+    tasks = [
+        _Task(
+            source=source,
+            label=label_index[source.label_text] if source.label_text else -1,
+            fps=fps,
+            short_side=short_side,
+            jpeg_quality=jpeg_quality,
+            tfrecord=tfrecord,
+        )
+        for shard in todo
+        for source in shard.sources
+    ]
+    total = sum(len(s.sources) for s in shards)
+    with (
+        _results(tasks, workers or os.cpu_count() or 1) as results,
+        tqdm.tqdm(
+            total=total, initial=total - len(tasks), unit="video", disable=not show_progress
+        ) as progress,
+    ):
+        for shard in todo:
+            _write_shard(output_dir, shard, results, options, tfrecord, progress)
+
+    result = manifest.write_manifest(output_dir, dataset_name, options, label_names)
+    if show_progress:
+        print(summary_line(result, splits, time.monotonic() - began))
+    return result
+
+
+def summary_line(result: dict, splits: list[str], seconds: float) -> str:
+    """`converted N videos (M frames) into K shards in S s; skipped J (see manifest.json)`."""
+    converted = [result["splits"][s] for s in splits]
+    videos = sum(s["num_videos"] for s in converted)
+    frames = sum(s["num_frames"] for s in converted)
+    shards = sum(s["num_shards"] for s in converted)
+    skipped = sum(1 for e in result["skipped"] if e["split"] in splits)
+    return (
+        f"converted {videos} videos ({frames} frames) into {shards} shards in {seconds:.1f} s; "
+        f"skipped {skipped} (see {manifest.MANIFEST})"
+    )

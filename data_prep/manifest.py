@@ -1,0 +1,164 @@
+"""The bookkeeping files of a converted folder: label map, sidecars, manifest, TFDS metadata.
+
+The sidecars (in `sidecars/`) are the source of truth. Each complete shard has one, listing the
+videos written to it and those skipped; each converted split has a plan listing its shards and
+the entries its listing skipped. manifest.json and the TFDS metadata are rebuilt from all of them
+at the end of every run, so they are right after an interrupted run is resumed, and splits
+converted by separate runs accumulate.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+from vssl_jax.data import records
+
+LABEL_MAP = "label_map.json"
+MANIFEST = "manifest.json"
+SIDECAR_DIR = "sidecars"
+# TFRecord shards live in a subfolder: TFDS's metadata writer refuses a folder whose shards have
+# two file formats.
+TFRECORD_DIR = "tfrecord"
+PLAN_SUFFIX = ".split.json"
+
+
+class ConvertError(Exception):
+    """A conversion that cannot go ahead; the message is one line naming the file."""
+
+
+def write_json(path: str, obj) -> None:
+    """Writes JSON atomically: readers see the old file or the new one, never half of one."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_label_map(output_dir: str, label_names: list[str]) -> None:
+    write_json(os.path.join(output_dir, LABEL_MAP), {name: i for i, name in enumerate(label_names)})
+
+
+def tfrecord_name(shard: str) -> str:
+    """The TFRecord shard holding the same videos as ArrayRecord shard `shard`."""
+    return shard.replace(f".{records.ARRAY_RECORD}-", f".{records.TFRECORD}-")
+
+
+def sidecar_path(output_dir: str, shard: str) -> str:
+    return os.path.join(output_dir, SIDECAR_DIR, f"{shard}.json")
+
+
+def read_sidecar(output_dir: str, shard: str) -> dict | None:
+    path = sidecar_path(output_dir, shard)
+    return _read_json(path) if os.path.isfile(path) else None
+
+
+def plan_path(output_dir: str, dataset_name: str, split: str) -> str:
+    return os.path.join(output_dir, SIDECAR_DIR, f"{dataset_name}-{split}{PLAN_SUFFIX}")
+
+
+def read_plans(output_dir: str) -> list[dict]:
+    """The split plans of every split converted into output_dir, sorted by split."""
+    folder = os.path.join(output_dir, SIDECAR_DIR)
+    if not os.path.isdir(folder):
+        return []
+    plans = [
+        _read_json(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(PLAN_SUFFIX)
+    ]
+    return sorted(plans, key=lambda plan: plan["split"])
+
+
+def check_compatible(output_dir: str, dataset_name: str, options: dict, splits: list[str]) -> None:
+    """Refuses to add splits to a folder whose other splits were made with other options."""
+    for plan in read_plans(output_dir):
+        if plan["dataset_name"] != dataset_name:
+            raise ConvertError(
+                f"{output_dir}: holds dataset '{plan['dataset_name']}'; "
+                f"pass --dataset-name {plan['dataset_name']} or use another --output"
+            )
+        if plan["split"] not in splits and plan["options"] != options:
+            raise ConvertError(
+                f"{output_dir}: split '{plan['split']}' was converted with {plan['options']}, "
+                f"this run asks for {options}; use the same options or another --output"
+            )
+
+
+def write_manifest(
+    output_dir: str, dataset_name: str, options: dict, label_names: list[str]
+) -> dict:
+    """Rebuilds manifest.json and the TFDS metadata from the sidecars; returns the manifest."""
+    splits, skipped, split_infos = {}, [], []
+    for plan in read_plans(output_dir):
+        sidecars = [read_sidecar(output_dir, shard) for shard in plan["shards"]]
+        missing = [
+            shard
+            for shard, sidecar in zip(plan["shards"], sidecars, strict=True)
+            if sidecar is None
+        ]
+        if missing:
+            raise ConvertError(
+                f"{output_dir}: split '{plan['split']}' is incomplete ({missing[0]} is missing); "
+                "run its convert command again to finish it"
+            )
+        videos = [video for sidecar in sidecars for video in sidecar["videos"]]
+        counts = collections.Counter(video["label_text"] for video in videos)
+        summary = {
+            "num_videos": len(videos),
+            "num_shards": len(plan["shards"]),
+            "shards": plan["shards"],
+            "per_class": {name: counts[name] for name in label_names},
+            "num_frames": sum(video["num_frames"] for video in videos),
+        }
+        if sidecars and all(sidecar["tfrecord"] for sidecar in sidecars):
+            summary["tfrecord_shards"] = [
+                os.path.join(TFRECORD_DIR, tfrecord_name(shard)) for shard in plan["shards"]
+            ]
+        splits[plan["split"]] = summary
+        skipped += plan["skipped"] + [entry for sidecar in sidecars for entry in sidecar["skipped"]]
+        if sidecars:
+            split_infos.append(_split_info(plan["split"], sidecars))
+    manifest = {
+        "schema_version": records.SCHEMA_VERSION,
+        "dataset_name": dataset_name,
+        "options": options,
+        "num_classes": len(label_names),
+        "splits": splits,
+        "skipped": skipped,
+        "num_skipped": len(skipped),
+    }
+    write_json(os.path.join(output_dir, MANIFEST), manifest)
+    if split_infos:
+        _write_tfds_metadata(output_dir, label_names, split_infos)
+    return manifest
+
+
+def _split_info(split: str, sidecars: list[dict]):
+    import tensorflow_datasets as tfds
+
+    return tfds.core.SplitInfo(
+        name=split,
+        shard_lengths=[len(sidecar["videos"]) for sidecar in sidecars],
+        num_bytes=sum(sidecar["num_bytes"] for sidecar in sidecars),
+        filename_template=None,
+    )
+
+
+def _write_tfds_metadata(output_dir: str, label_names: list[str], split_infos: list) -> None:
+    # dataset_info.json + features.json let `tfds.builder_from_directory(output_dir)` open the
+    # ArrayRecord shards, without TensorFlow.
+    from tensorflow_datasets import folder_dataset
+
+    folder_dataset.write_metadata(
+        data_dir=output_dir,
+        features=records.features_spec(label_names),
+        split_infos=split_infos,
+        filename_template=records.TFDS_FILENAME_TEMPLATE,
+        check_data=False,
+    )

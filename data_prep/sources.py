@@ -1,0 +1,413 @@
+"""Listing the videos to convert: which file, which label, which split, which time range.
+
+Each input format (class folders, Kinetics CSV, JSON, UCF101 and HMDB51 split files) becomes the
+same `Listing`. Entries that cannot be used (missing file, unknown label, duplicate row) are not
+errors: they go to `Listing.skipped` with a reason and end up in manifest.json. A list file that
+cannot be read at all (wrong columns, bad JSON) is an error: `SourceError`, one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterable
+
+FORMATS = ("folders", "csv", "json", "ucf101", "hmdb51")
+SPLIT_NAMES = frozenset({"train", "val", "validation", "test"})
+# Extensions indexed when looking up Kinetics files by YouTube id.
+VIDEO_EXTENSIONS = frozenset(
+    {
+        ".mp4",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mov",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".ts",
+    }
+)
+
+
+class SourceError(Exception):
+    """An input list or folder that cannot be used; the message is one line naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSource:
+    path: str  # The video file.
+    label_text: str  # Class name; "" if unlabelled.
+    split: str  # e.g. "train", "val", "test".
+    start_time: float | None = None  # Trim range in seconds; None = from the start / to the end.
+    end_time: float | None = None
+
+
+@dataclasses.dataclass
+class Listing:
+    sources: list[VideoSource]
+    label_names: list[str]  # Index order: label_names[i] is class i.
+    skipped: list[dict]  # {"path", "split", "reason"} for list entries that cannot be used.
+
+
+def _skip(path: str, split: str, reason: str) -> dict:
+    return {"path": path, "split": split, "reason": reason}
+
+
+def _visible(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def _require_dir(path: str, what: str) -> None:
+    if not os.path.isdir(path):
+        problem = "is not a directory" if os.path.exists(path) else "no such directory"
+        raise SourceError(f"{path}: {problem} ({what})")
+
+
+def _require_file(path: str, what: str) -> None:
+    if not os.path.isfile(path):
+        problem = "is not a file" if os.path.exists(path) else "no such file"
+        raise SourceError(f"{path}: {problem} ({what})")
+
+
+def load_label_map(path: str) -> list[str]:
+    """Reads a label_map.json `{name: index}` and returns the names in index order."""
+    _require_file(path, "label map")
+    try:
+        with open(path, encoding="utf-8") as f:
+            mapping = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) for k, v in mapping.items()
+    ):
+        raise SourceError(f"{path}: a label map must be a JSON object {{class name: index}}")
+    if sorted(mapping.values()) != list(range(len(mapping))):
+        raise SourceError(f"{path}: label indices must be 0..{len(mapping) - 1}, each used once")
+    return sorted(mapping, key=mapping.__getitem__)
+
+
+def apply_label_names(listing: Listing, label_names: list[str]) -> Listing:
+    """Fixes the label names; sources whose label is not among them are skipped."""
+    known = set(label_names)
+    sources, skipped = [], list(listing.skipped)
+    for source in listing.sources:
+        if source.label_text and source.label_text not in known:
+            skipped.append(
+                _skip(source.path, source.split, f"label '{source.label_text}' not in label map")
+            )
+        else:
+            sources.append(source)
+    return Listing(sources=sources, label_names=list(label_names), skipped=skipped)
+
+
+def _drop_duplicates(listing: Listing) -> Listing:
+    seen: set[tuple] = set()
+    sources, skipped = [], list(listing.skipped)
+    for source in listing.sources:
+        key = (source.split, source.path, source.start_time, source.end_time)
+        if key in seen:
+            skipped.append(_skip(source.path, source.split, "duplicate row"))
+        else:
+            seen.add(key)
+            sources.append(source)
+    return Listing(sources=sources, label_names=listing.label_names, skipped=skipped)
+
+
+# --- folders: ROOT/<class>/<video> or ROOT/<split>/<class>/<video> ---
+
+
+def _list_class_folders(root: str, split: str) -> tuple[list[VideoSource], list[dict]]:
+    sources, skipped = [], []
+    for name in _visible(os.listdir(root)):
+        class_dir = os.path.join(root, name)
+        if not os.path.isdir(class_dir):
+            skipped.append(_skip(class_dir, split, "not inside a class folder"))
+            continue
+        for file_name in _visible(os.listdir(class_dir)):
+            path = os.path.join(class_dir, file_name)
+            if os.path.isdir(path):
+                skipped.append(_skip(path, split, "a folder inside a class folder, not a video"))
+            else:
+                sources.append(VideoSource(path=path, label_text=name, split=split))
+    return sources, skipped
+
+
+def _list_folders(root: str, split: str | None) -> Listing:
+    _require_dir(root, "video folder")
+    top = [n for n in _visible(os.listdir(root)) if os.path.isdir(os.path.join(root, n))]
+    if top and all(n in SPLIT_NAMES for n in top):
+        if split is not None and split not in top:
+            raise SourceError(f"{root}: no '{split}' folder (found splits: {', '.join(top)})")
+        split_dirs = {s: os.path.join(root, s) for s in top}
+    else:
+        split_dirs = {split or "train": root}
+    classes: set[str] = set()
+    sources, skipped = [], []
+    for name, split_dir in split_dirs.items():
+        classes.update(
+            n for n in _visible(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, n))
+        )
+        if split is None or name == split:
+            found, bad = _list_class_folders(split_dir, name)
+            sources += found
+            skipped += bad
+    return Listing(sources=sources, label_names=sorted(classes), skipped=skipped)
+
+
+# --- Kinetics CSV: label,youtube_id,time_start,time_end,split (or a path column) ---
+
+
+def _index_videos(root: str) -> dict[str, str]:
+    """Maps file name without extension -> path for every video under root (one walk)."""
+    index: dict[str, str] = {}
+    for dir_path, dir_names, file_names in os.walk(root):
+        dir_names[:] = _visible(dir_names)
+        for file_name in _visible(file_names):
+            stem, ext = os.path.splitext(file_name)
+            if ext.lower() in VIDEO_EXTENSIONS:
+                index.setdefault(stem, os.path.join(dir_path, file_name))
+    return index
+
+
+def _seconds(value: str, where: str) -> float | None:
+    if value.strip() == "":
+        return None
+    try:
+        return float(value)
+    except ValueError as e:
+        raise SourceError(f"{where}: '{value}' is not a time in seconds") from e
+
+
+def _list_csv(csv_path: str, video_root: str | None, split: str | None) -> Listing:
+    _require_file(csv_path, "Kinetics CSV")
+    root = video_root or os.path.dirname(os.path.abspath(csv_path))
+    _require_dir(root, "--video-root")
+    # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename column 1.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = set(reader.fieldnames or ())
+    if "path" in columns:
+        required = ["label", "path", "split"]
+    else:
+        required = ["label", "youtube_id", "time_start", "time_end", "split"]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        has = ", ".join(sorted(columns)) or "nothing"
+        raise SourceError(f"{csv_path}: missing columns {', '.join(missing)} (header has: {has})")
+    index = None if "path" in columns else _index_videos(root)
+    sources, skipped = [], []
+    for line, row in enumerate(rows, start=2):
+        where = f"{csv_path}:{line}"
+        # A short row gives None for its missing cells.
+        cell = {key: (value or "").strip() for key, value in row.items() if key is not None}
+        row_split = cell["split"]
+        start = _seconds(cell.get("time_start", ""), where)
+        end = _seconds(cell.get("time_end", ""), where)
+        if split is not None and row_split != split:
+            continue
+        if index is None:
+            path = os.path.join(root, cell["path"])
+            if not os.path.isfile(path):
+                skipped.append(_skip(path, row_split, "file not found"))
+                continue
+        else:
+            youtube_id = cell["youtube_id"]
+            if start is None or end is None:
+                skipped.append(_skip(youtube_id, row_split, f"{where}: no time_start/time_end"))
+                continue
+            # Kinetics downloaders save the clip already cut as <id>_<start:06d>_<end:06d>.
+            clip_name = f"{youtube_id}_{int(start):06d}_{int(end):06d}"
+            if clip_name in index:
+                path, start, end = index[clip_name], None, None
+            elif youtube_id in index:
+                path = index[youtube_id]
+            else:
+                reason = f"no file {clip_name}.* or {youtube_id}.* under {root}"
+                skipped.append(_skip(youtube_id, row_split, reason))
+                continue
+        sources.append(VideoSource(path, cell["label"], row_split, start, end))
+    labels = sorted({(row["label"] or "").strip() for row in rows} - {""})
+    return _drop_duplicates(Listing(sources=sources, label_names=labels, skipped=skipped))
+
+
+# --- JSON: [{"path", "label", "split", optional "start", "end"}] ---
+
+
+def _list_json(json_path: str, video_root: str | None, split: str | None) -> Listing:
+    _require_file(json_path, "JSON list")
+    root = video_root or os.path.dirname(os.path.abspath(json_path))
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{json_path}: not valid JSON ({e})") from e
+    schema = 'a list of {"path": str, "label": str, "split": str, optional "start"/"end": seconds}'
+    if not isinstance(entries, list):
+        raise SourceError(f"{json_path}: expected {schema}")
+    sources, skipped = [], []
+    for i, entry in enumerate(entries):
+        ok = (
+            isinstance(entry, dict)
+            and all(isinstance(entry.get(k), str) for k in ("path", "label", "split"))
+            and all(
+                entry.get(k) is None or isinstance(entry[k], (int, float)) for k in ("start", "end")
+            )
+        )
+        if not ok:
+            raise SourceError(f"{json_path}: entry {i} is not {schema}")
+        if split is not None and entry["split"] != split:
+            continue
+        path = os.path.join(root, entry["path"])
+        if not os.path.isfile(path):
+            skipped.append(_skip(path, entry["split"], "file not found"))
+            continue
+        sources.append(
+            VideoSource(path, entry["label"], entry["split"], entry.get("start"), entry.get("end"))
+        )
+    labels = sorted({e["label"] for e in entries} - {""})
+    return _drop_duplicates(Listing(sources=sources, label_names=labels, skipped=skipped))
+
+
+# --- UCF101 and HMDB51 official split files ---
+
+
+def _find_in_root(root: str, class_name: str, file_name: str) -> str | None:
+    """`root/<class>/<file>` (the archives' layout) or `root/<file>` (a flat folder)."""
+    for path in (os.path.join(root, class_name, file_name), os.path.join(root, file_name)):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _read_lines(path: str) -> list[list[str]]:
+    with open(path, encoding="utf-8") as f:
+        return [line.split() for line in f if line.strip()]
+
+
+def _list_ucf101(root: str, splits_dir: str | None, split_id: int, split: str | None) -> Listing:
+    _require_dir(root, "UCF101 video folder")
+    if splits_dir is None:
+        raise SourceError(
+            f"{root}: --format ucf101 needs --splits-dir (the ucfTrainTestlist folder)"
+        )
+    _require_dir(splits_dir, "--splits-dir")
+    class_file = os.path.join(splits_dir, "classInd.txt")
+    _require_file(class_file, "UCF101 class list")
+    label_names = []
+    for n, fields in enumerate(_read_lines(class_file), start=1):
+        if len(fields) != 2 or fields[0] != str(n):
+            raise SourceError(f"{class_file}:{n}: expected '{n} ClassName'")
+        label_names.append(fields[1])
+    sources, skipped = [], []
+    for name, list_name in (("train", "trainlist"), ("test", "testlist")):
+        if split is not None and name != split:
+            continue
+        list_file = os.path.join(splits_dir, f"{list_name}{split_id:02d}.txt")
+        _require_file(list_file, f"UCF101 {name} list of split {split_id}")
+        for fields in _read_lines(list_file):
+            class_name, _, file_name = fields[0].rpartition("/")
+            if len(fields) > 1:
+                if len(fields) != 2 or not fields[1].isdigit():
+                    raise SourceError(
+                        f"{list_file}: expected lines 'Class/video.avi N', got '{' '.join(fields)}'"
+                    )
+                index = int(fields[1]) - 1
+                if not 0 <= index < len(label_names):
+                    skipped.append(
+                        _skip(fields[0], name, f"class index {fields[1]} not in classInd.txt")
+                    )
+                    continue
+                class_name = label_names[index]
+            if class_name not in label_names:
+                skipped.append(_skip(fields[0], name, f"label '{class_name}' not in classInd.txt"))
+                continue
+            path = _find_in_root(root, class_name, file_name)
+            if path is None:
+                skipped.append(_skip(os.path.join(root, fields[0]), name, "file not found"))
+                continue
+            sources.append(VideoSource(path, class_name, name))
+    return _drop_duplicates(Listing(sources=sources, label_names=label_names, skipped=skipped))
+
+
+def _list_hmdb51(root: str, splits_dir: str | None, split_id: int, split: str | None) -> Listing:
+    _require_dir(root, "HMDB51 video folder")
+    if splits_dir is None:
+        raise SourceError(
+            f"{root}: --format hmdb51 needs --splits-dir (the testTrainMulti_7030_splits folder)"
+        )
+    _require_dir(splits_dir, "--splits-dir")
+    pattern = re.compile(rf"(.+)_test_split{split_id}\.txt")
+    split_files = {
+        m.group(1): os.path.join(splits_dir, name)
+        for name in sorted(os.listdir(splits_dir))
+        if (m := pattern.fullmatch(name))
+    }
+    if not split_files:
+        raise SourceError(f"{splits_dir}: no <class>_test_split{split_id}.txt files")
+    sources, skipped = [], []
+    for class_name, list_file in split_files.items():
+        for fields in _read_lines(list_file):
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                raise SourceError(
+                    f"{list_file}: expected lines 'video.avi 0|1|2', got '{' '.join(fields)}'"
+                )
+            # 1 = train, 2 = test, 0 = in neither for this split.
+            name = {"1": "train", "2": "test"}.get(fields[1])
+            if name is None or (split is not None and name != split):
+                continue
+            path = _find_in_root(root, class_name, fields[0])
+            if path is None:
+                skipped.append(
+                    _skip(os.path.join(root, class_name, fields[0]), name, "file not found")
+                )
+                continue
+            sources.append(VideoSource(path, class_name, name))
+    return _drop_duplicates(
+        Listing(sources=sources, label_names=sorted(split_files), skipped=skipped)
+    )
+
+
+def list_sources(
+    input_format: str,
+    input_path: str,
+    *,
+    split: str | None,
+    video_root: str | None,
+    splits_dir: str | None = None,
+    split_id: int = 1,
+    label_map_path: str | None = None,
+) -> Listing:
+    """Lists the videos of `input_path` in `input_format` (see FORMATS).
+
+    `split` keeps one split (None: all; for `folders` without split folders it names the split,
+    default "train"). `video_root` holds the files of a csv/json list (default: the list's
+    folder). `splits_dir` and `split_id` select the official UCF101/HMDB51 split files. With
+    `label_map_path` the label names come from that label_map.json and sources with other labels
+    are skipped; otherwise they come from the whole input (all splits), sorted, except for UCF101
+    which keeps classInd.txt's order.
+    """
+    if input_format == "folders":
+        listing = _list_folders(input_path, split)
+    elif input_format == "csv":
+        listing = _list_csv(input_path, video_root, split)
+    elif input_format == "json":
+        listing = _list_json(input_path, video_root, split)
+    elif input_format == "ucf101":
+        listing = _list_ucf101(input_path, splits_dir, split_id, split)
+    elif input_format == "hmdb51":
+        listing = _list_hmdb51(input_path, splits_dir, split_id, split)
+    else:
+        raise SourceError(
+            f"{input_path}: unknown format '{input_format}' (one of {', '.join(FORMATS)})"
+        )
+    if label_map_path is not None:
+        listing = apply_label_names(listing, load_label_map(label_map_path))
+    return listing

@@ -1,0 +1,152 @@
+"""The training loop: exact resume, 1 vs 8 devices, the eval stage, and user-facing errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_config
+from vssl_jax import checkpoint, main, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_losses(workdir: str) -> dict[int, float]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("full"))
+    results = train.train_and_evaluate(tiny_config(tiny_dataset), workdir)
+    return workdir, results
+
+
+def test_run_writes_results_checkpoints_and_metrics(uninterrupted):
+    workdir, results = uninterrupted
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        saved = json.load(f)
+    assert saved == results
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert saved["num_classes"] == 2 and saved["num_examples"] == 10 and saved["step"] == 6
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    assert sorted(train_losses(workdir)) == [1, 2, 3, 4, 5, 6]
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_resume_after_preemption_gives_the_same_losses(uninterrupted, tiny_dataset, tmp_path):
+    """Stop right after the step-3 checkpoint, restart: steps 4-6 equal the uninterrupted run."""
+    full_dir, full_results = uninterrupted
+    workdir = str(tmp_path)
+
+    class Preempted(Exception):
+        pass
+
+    original_save = checkpoint.Checkpointer.save
+
+    def save_then_die(self, step, state, data_iterator=None):
+        original_save(self, step, state, data_iterator)
+        if step == 3:
+            self.manager.wait_until_finished()
+            raise Preempted
+
+    checkpoint.Checkpointer.save = save_then_die
+    try:
+        with pytest.raises(Preempted):
+            train.train_and_evaluate(tiny_config(tiny_dataset), workdir)
+    finally:
+        checkpoint.Checkpointer.save = original_save
+    assert sorted(train_losses(workdir)) == [1, 2, 3]
+
+    results = train.train_and_evaluate(tiny_config(tiny_dataset), workdir)
+    full, resumed = train_losses(full_dir), train_losses(workdir)
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert resumed[step] == full[step], step  # bit-identical, not merely close
+    assert results["top1"] == full_results["top1"]
+
+
+def test_eval_stage_restores_the_latest_checkpoint(uninterrupted, tiny_dataset):
+    workdir, results = uninterrupted
+    os.remove(os.path.join(workdir, "eval_results.json"))
+    evaluated = main.run(tiny_config(tiny_dataset, stage="eval"), workdir)
+    assert evaluated == results
+    assert os.path.exists(os.path.join(workdir, "eval_results.json"))
+
+
+_RUN_ON_DEVICES = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from absl import flags
+flags.FLAGS.mark_as_parsed()
+import jax
+assert jax.device_count() == {devices}, jax.devices()
+from tests.conftest import tiny_config
+from vssl_jax import train
+config = tiny_config({data!r}, num_train_steps=4, checkpoint_every=4, **{overrides!r})
+train.train_and_evaluate(config, {workdir!r})
+"""
+
+
+def _start(devices: int, data: str, workdir: str, overrides: dict) -> subprocess.Popen:
+    code = _RUN_ON_DEVICES.format(
+        repo=REPO,
+        devices=devices,
+        data=data,
+        workdir=workdir,
+        overrides=overrides,
+    )
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_eight_devices_with_fsdp_match_one_device(tiny_dataset, tmp_path):
+    """Same global batch on 1 device and on a 4 (data) x 2 (fsdp) mesh: same loss trajectory."""
+    fsdp = {"mesh.data": 4, "mesh.fsdp": 2, "sharding_rules": ((".*kernel", "fsdp"),)}
+    runs = {
+        "one": _start(1, tiny_dataset, str(tmp_path / "one"), {}),
+        "eight": _start(8, tiny_dataset, str(tmp_path / "eight"), fsdp),
+    }
+    for name, process in runs.items():
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{name}: {stderr[-3000:]}"
+    one, eight = train_losses(str(tmp_path / "one")), train_losses(str(tmp_path / "eight"))
+    assert sorted(one) == sorted(eight) == [1, 2, 3, 4]
+    np.testing.assert_allclose([eight[s] for s in one], list(one.values()), rtol=2e-4)
+    # The losses must move, or the comparison proves nothing.
+    assert len({round(v, 4) for v in one.values()}) == 4
+
+
+def _cli(*args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vssl_jax.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.optimizer.lrr=0.1", "unknown config key 'lrr' in --config.optimizer.lrr=0.1"),
+        ("--config.batch_size=abc", "--config.batch_size=abc"),
+        ("--config.data.builtin=", "config.data.data_dir is empty"),
+        ("--config.model.name=r3d_19", "unknown model 'r3d_19'; registered models: r3d_18"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(override, expected, tmp_path):
+    result = _cli("--config=configs/demo.py:smoke", f"--workdir={tmp_path}", override)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
