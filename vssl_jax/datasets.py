@@ -18,7 +18,7 @@ def prepare(data_config) -> str:
         demo = data_config.demo
         data_dir = data_config.data_dir or os.path.join(
             default_cache_dir(),
-            f"demo-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}",
+            f"demo-{demo.size}px-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}",
         )
         if jax.process_index() == 0:
             from data_prep.demo import build_demo_dataset
@@ -27,6 +27,7 @@ def prepare(data_config) -> str:
                 data_dir,
                 train_per_class=demo.train_per_class,
                 val_per_class=demo.val_per_class,
+                size=demo.size,
                 seed=demo.seed,
             )
         if jax.process_count() > 1:
