@@ -19,6 +19,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.frame_stride = 2
     config.data.crop_size = 112
     config.data.flip = True
+    # Eval views per video, logits averaged: clips spread evenly x crops (1 centre, 3 along the
+    # long side). 10 x 3 is the usual "multi-view test"; 1 x 1 is the fast centre-clip eval.
+    config.data.num_test_clips = 1
+    config.data.num_test_crops = 1
     # Kinetics statistics, as torchvision's video models use.
     config.data.mean = (0.43216, 0.394666, 0.37645)
     config.data.std = (0.22803, 0.22145, 0.216989)

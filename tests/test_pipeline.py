@@ -65,10 +65,10 @@ def test_eval_covers_every_example_once_with_masked_padding(tiny_dataset):
     assert mask.tolist() == [1.0] * 10 + [0.0] * 2
     assert sorted(index[mask > 0].tolist()) == list(range(10))
     # Centre clip, centre crop: deterministic, equal to decoding the record by hand.
-    source = pipeline._source(tiny_dataset, "val")
+    source = pipeline.split_source(tiny_dataset, "val")
     record = records.parse_record(source[0])
-    first = batches[0]["video"][0]
-    assert first.shape == (4, 32, 32, 3)
+    assert batches[0]["video"].shape == (4, 1, 4, 32, 32, 3)  # [batch, views, T, H, W, 3]
+    first = batches[0]["video"][0, 0]
     # 12 frames, span 7 -> centre clip starts at 2; frames are 40x40 -> crop offset 4.
     import simplejpeg
 

@@ -1,8 +1,9 @@
-"""Evaluation: top-1, top-5 and mean class accuracy over a whole split, and the `eval` stage.
+"""Evaluation over a whole split: multi-view accuracy, the `eval` and `features` stages.
 
-`workdir/eval_results.json` keys (read by other tools; keep them): `top1`, `top5`,
+Every video is seen as `num_test_clips` x `num_test_crops` views whose logits (or features) are
+averaged. `workdir/eval_results.json` keys (read by other tools; keep them): `top1`, `top5`,
 `mean_class_accuracy` (fractions in [0, 1]), `num_classes`, `num_examples`, `step`, plus
-`per_class_accuracy` ({class name: fraction}) and `split`.
+`per_class_accuracy` ({class name: fraction}), `split` and `num_views`.
 """
 
 from __future__ import annotations
@@ -18,36 +19,78 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from vssl_jax import checkpoint, datasets, sharding
-from vssl_jax.data import pipeline
+from vssl_jax.data import pipeline, records
 from vssl_jax.state import make_state_spec, normalized
 
 RESULTS_FILE = "eval_results.json"
 
 
-def eval_step(state: dict, batch: dict, *, spec, config) -> dict:
-    """Top-k predictions of a batch: {"top_k": int32 [batch, k], "label", "mask"}."""
+def _views_model(state: dict, batch: dict, spec, config):
+    """(model, normalised views `[batch * views, T, H, W, 3]`, batch, views)."""
     model = nnx.merge(spec.graphdef, state["params"], state["model_state"], copy=True)
-    logits = model(normalized(batch, config)["video"], train=False)  # [batch, num_classes]
-    _, top_k = jax.lax.top_k(logits, min(5, logits.shape[-1]))
-    return {"top_k": top_k, "label": batch["label"], "mask": batch["mask"]}
+    video = normalized(batch, config)["video"]  # [batch, views, T, H, W, 3]
+    batch_size, views = video.shape[:2]
+    return model, video.reshape(batch_size * views, *video.shape[2:]), batch_size, views
 
 
-def make_eval_step(spec, config, mesh):
-    """`eval_step` jitted for the mesh; build once per run, call for every eval."""
+def _passthrough(batch: dict) -> dict:
+    return {"label": batch["label"], "mask": batch["mask"], "index": batch["index"]}
+
+
+def eval_step(state: dict, batch: dict, *, spec, config) -> dict:
+    """View-averaged logits `[batch, num_classes]` with the batch's label, mask and index."""
+    model, video, batch_size, views = _views_model(state, batch, spec, config)
+    logits = model(video, train=False).reshape(batch_size, views, -1).mean(axis=1)
+    return {"logits": logits, **_passthrough(batch)}
+
+
+def features_step(state: dict, batch: dict, *, spec, config) -> dict:
+    """View-averaged pooled features `[batch, feature_dim]` (the encoder's representation)."""
+    model, video, batch_size, views = _views_model(state, batch, spec, config)
+    features = model.features(video, train=False).astype(np.float32)
+    return {"features": features.reshape(batch_size, views, -1).mean(axis=1), **_passthrough(batch)}
+
+
+def make_eval_step(spec, config, mesh, step=eval_step):
+    """`step` jitted for the mesh; build once per run, call for every eval."""
     batch_sharding = sharding.batch_sharding(mesh)
     return jax.jit(
-        functools.partial(eval_step, spec=spec, config=config),
+        functools.partial(step, spec=spec, config=config),
         in_shardings=(spec.shardings, batch_sharding),
         out_shardings=batch_sharding,
     )
 
 
+def run_over_split(step_fn, config, state: dict, mesh, data_dir: str) -> dict[str, np.ndarray]:
+    """Runs `step_fn` over every video of `config.data.eval_split` once.
+
+    Returns host arrays of the real (unpadded) videos, sorted by record index.
+    """
+    dataset, num_batches = pipeline.eval_dataset(
+        data_dir,
+        config.data.eval_split,
+        pipeline.clip_spec(config.data),
+        global_batch_size=config.eval_batch_size,
+        num_workers=config.data.num_workers,
+    )
+    batch_sharding = sharding.batch_sharding(mesh)
+    outputs = []
+    for local_batch, _ in zip(dataset, range(num_batches), strict=False):
+        out = step_fn(state, pipeline.global_batch(local_batch, batch_sharding))
+        outputs.append(multihost_utils.process_allgather(out, tiled=True))
+    merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    keep = merged.pop("mask") > 0
+    order = np.argsort(merged["index"][keep], kind="stable")
+    return {k: v[keep][order] for k, v in merged.items()}
+
+
 def accuracy_results(
-    top_k: np.ndarray, labels: np.ndarray, label_names: list[str]
+    logits: np.ndarray, labels: np.ndarray, label_names: list[str]
 ) -> dict[str, object]:
-    """Accuracies from top-k predictions [num_examples, k] and labels [num_examples]."""
+    """Top-1, top-5, mean class and per-class accuracy from `[num_videos, num_classes]` logits."""
+    top_k = np.argsort(-logits, axis=1, kind="stable")[:, :5]
     top1 = top_k[:, 0] == labels
-    top5 = (top_k[:, :5] == labels[:, None]).any(axis=1)
+    top5 = (top_k == labels[:, None]).any(axis=1)
     per_class = {
         name: float(top1[labels == index].mean())
         for index, name in enumerate(label_names)
@@ -63,36 +106,30 @@ def accuracy_results(
     }
 
 
-def evaluate(step_fn, config, state: dict, mesh, data_dir: str, label_names: list[str]) -> dict:
-    """Centre-clip, centre-crop accuracy of `state` on `config.data.eval_split`."""
-    dataset, num_batches = pipeline.eval_dataset(
-        data_dir,
-        config.data.eval_split,
-        pipeline.clip_spec(config.data),
-        global_batch_size=config.eval_batch_size,
-        num_workers=config.data.num_workers,
-    )
-    batch_sharding = sharding.batch_sharding(mesh)
-    outputs = []
-    for local_batch, _ in zip(dataset, range(num_batches), strict=False):
-        out = step_fn(state, pipeline.global_batch(local_batch, batch_sharding))
-        outputs.append(multihost_utils.process_allgather(out, tiled=True))
-    keep = np.concatenate([o["mask"] for o in outputs]) > 0
-    top_k = np.concatenate([o["top_k"] for o in outputs])[keep]
-    labels = np.concatenate([o["label"] for o in outputs])[keep]
-    results = accuracy_results(top_k, labels, label_names)
+def evaluate(
+    step_fn, config, state: dict, mesh, data_dir: str, label_names: list[str]
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Multi-view accuracy of `state` on `config.data.eval_split`.
+
+    Returns (results, per-video outputs: `logits`, `label`, `index`).
+    """
+    outputs = run_over_split(step_fn, config, state, mesh, data_dir)
+    results = accuracy_results(outputs["logits"], outputs["label"], label_names)
     results["step"] = int(jax.device_get(state["step"]))
     results["split"] = config.data.eval_split
+    results["num_views"] = config.data.num_test_clips * config.data.num_test_crops
     logging.info(
-        "eval %s at step %d: top1 %.4f | top5 %.4f | mean class accuracy %.4f (%d videos)",
+        "eval %s at step %d (%d views per video): top1 %.4f | top5 %.4f | mean class accuracy "
+        "%.4f (%d videos)",
         results["split"],
         results["step"],
+        results["num_views"],
         results["top1"],
         results["top5"],
         results["mean_class_accuracy"],
         results["num_examples"],
     )
-    return results
+    return results, outputs
 
 
 def scalar_results(results: dict) -> dict[str, float]:
@@ -107,8 +144,8 @@ def write_results(workdir: str, results: dict) -> str:
     return path
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict:
-    """The `eval` stage: restore the latest checkpoint in `workdir` and evaluate it."""
+def _restore_latest(config, workdir: str):
+    """(state of the latest checkpoint in `workdir`, spec, mesh, data_dir, label_names)."""
     data_dir = datasets.prepare(config.data)
     label_names = pipeline.load_label_names(data_dir)
     mesh = sharding.make_mesh(config.mesh)
@@ -116,8 +153,44 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     state = checkpointer.restore(spec.abstract)
     checkpointer.close()
-    results = evaluate(
+    return state, spec, mesh, data_dir, label_names
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """The `eval` stage: restore the latest checkpoint in `workdir`, evaluate, write plots."""
+    from vssl_jax import plots
+
+    state, spec, mesh, data_dir, label_names = _restore_latest(config, workdir)
+    results, outputs = evaluate(
         make_eval_step(spec, config, mesh), config, state, mesh, data_dir, label_names
     )
     write_results(workdir, results)
+    plots.write_eval_plots(workdir, outputs, label_names, data_dir, config)
     return results
+
+
+def extract_features(config, workdir: str) -> dict:
+    """The `features` stage: `features.npy` `[num_videos, feature_dim]`, `labels.npy` and
+    `paths.txt` of `config.data.eval_split`, in record order, from the latest checkpoint."""
+    state, spec, mesh, data_dir, _ = _restore_latest(config, workdir)
+    step_fn = make_eval_step(spec, config, mesh, step=features_step)
+    outputs = run_over_split(step_fn, config, state, mesh, data_dir)
+    source = pipeline.split_source(data_dir, config.data.eval_split)
+    paths = [records.parse_record(source[int(i)]).path for i in outputs["index"]]
+    if jax.process_index() == 0:
+        np.save(os.path.join(workdir, "features.npy"), outputs["features"])
+        np.save(os.path.join(workdir, "labels.npy"), outputs["label"])
+        with open(os.path.join(workdir, "paths.txt"), "w") as f:
+            f.writelines(f"{p}\n" for p in paths)
+    logging.info(
+        "features of %d %s videos (dim %d) written to %s",
+        len(paths),
+        config.data.eval_split,
+        outputs["features"].shape[1],
+        workdir,
+    )
+    return {
+        "split": config.data.eval_split,
+        "num_examples": len(paths),
+        "feature_dim": int(outputs["features"].shape[1]),
+    }

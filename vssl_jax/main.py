@@ -39,7 +39,9 @@ def run(config, workdir: str) -> dict:
         return train.train_and_evaluate(config, workdir)
     if config.stage == "eval":
         return evaluate.evaluate_checkpoint(config, workdir)
-    raise ValueError(f"config.stage: unknown stage '{config.stage}' (train, eval)")
+    if config.stage == "features":
+        return evaluate.extract_features(config, workdir)
+    raise ValueError(f"config.stage: unknown stage '{config.stage}' (train, eval, features)")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -95,8 +97,14 @@ def main(argv: list[str]) -> None:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
-    summary = {k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "num_examples")}
-    print(f"final {results['split']} accuracy: {json.dumps(summary)}")
+    if "top1" in results:
+        summary = {k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "num_examples")}
+        print(f"final {results['split']} accuracy: {json.dumps(summary)}")
+    else:
+        print(
+            f"features of {results['num_examples']} {results['split']} videos "
+            f"(dim {results['feature_dim']}) written to {workdir}"
+        )
 
 
 if __name__ == "__main__":

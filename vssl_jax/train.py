@@ -16,7 +16,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from vssl_jax import checkpoint, datasets, evaluate, objectives, optimizers, sharding
+from vssl_jax import checkpoint, datasets, evaluate, objectives, optimizers, plots, sharding
 from vssl_jax.data import pipeline
 from vssl_jax.metric_writer import MetricWriter
 from vssl_jax.state import StateSpec, initial_state, make_state_spec, normalized
@@ -173,14 +173,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if save_now:
             checkpointer.save(step, state, train_iter)
         if config.eval_every and step % config.eval_every == 0 and step < total:
-            results = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
+            results, _ = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
             writer.write_scalars(step, evaluate.scalar_results(results), "eval")
             window_start, window_steps = time.perf_counter(), 0
 
     # ---------------------------------------------------------------- Final eval
     checkpointer.close()
-    results = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
+    results, outputs = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
     evaluate.write_results(workdir, results)
     writer.write_scalars(step, evaluate.scalar_results(results), "eval")
     writer.close()
+    plots.write_eval_plots(workdir, outputs, label_names, data_dir, config)
     return results

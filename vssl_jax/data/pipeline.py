@@ -1,8 +1,9 @@
 """grain input pipelines: ArrayRecord shards -> sampled, decoded, augmented uint8 clip batches.
 
 Train: global shuffle (reshuffled every epoch) -> sample frame indices -> decode only those JPEGs
--> random crop (+ flip) -> batch. Eval: every example exactly once, centre clip and centre crop,
-the last batch padded and masked so every host runs the same number of steps.
+-> random crop (+ flip) -> batch. Eval: every example exactly once as `num_test_clips` clips x
+`num_test_crops` crops (video `[batch, views, T, H, W, 3]`), the last batch padded and masked so
+every host runs the same number of steps.
 Each host reads its own slice of the examples (`jax.process_index()`), and `global_batch`
 turns per-host batches into one `jax.Array` sharded over the mesh.
 """
@@ -29,6 +30,12 @@ class ClipSpec:
     frame_stride: int
     crop_size: int
     flip: bool = False
+    num_test_clips: int = 1  # Eval views: clips spread evenly over the video...
+    num_test_crops: int = 1  # ... times spatial crops (1 centre, or 3 along the long side).
+
+    @property
+    def num_views(self) -> int:
+        return self.num_test_clips * self.num_test_crops
 
 
 def clip_spec(data_config) -> ClipSpec:
@@ -37,6 +44,8 @@ def clip_spec(data_config) -> ClipSpec:
         frame_stride=data_config.frame_stride,
         crop_size=data_config.crop_size,
         flip=data_config.flip,
+        num_test_clips=data_config.num_test_clips,
+        num_test_crops=data_config.num_test_crops,
     )
 
 
@@ -71,8 +80,26 @@ class TrainClip:
         return {"video": np.ascontiguousarray(video), "label": np.int32(record.label)}
 
 
+def test_views(frames, num_frames: int, spec: ClipSpec, source: str) -> np.ndarray:
+    """All eval views of one video, `[num_views, T, crop, crop, 3]` uint8, clip-major.
+
+    `frames` are JPEG bytes (a record) or decoded `[N, H, W, 3]` arrays (a raw video).
+    """
+    clips = sampling.linspace_clip_indices(
+        num_frames, spec.num_frames, spec.frame_stride, spec.num_test_clips
+    )
+    views = []
+    for indices in clips:
+        if isinstance(frames, np.ndarray):
+            video = frames[indices]
+        else:
+            video = transforms.decode_frames(frames, indices, source)
+        views.append(transforms.spatial_crops(video, spec.crop_size, spec.num_test_crops, source))
+    return np.ascontiguousarray(np.concatenate(views))
+
+
 class EvalClip:
-    """Position `i` of a padded eval pass -> centre clip of example `i`, masked when padding."""
+    """Position `i` of a padded eval pass -> the test views of example `i`, masked if padding."""
 
     def __init__(self, source, indices: np.ndarray, spec: ClipSpec):
         self.source = source
@@ -83,20 +110,16 @@ class EvalClip:
         is_real = position < len(self.indices)
         index = int(self.indices[min(position, len(self.indices) - 1)])
         record = records.parse_record(self.source[index])
-        frame_indices = sampling.linspace_clip_indices(
-            record.num_frames, self.spec.num_frames, self.spec.frame_stride, 1
-        )[0]
-        video = transforms.decode_frames(record.frames, frame_indices, record.path)
-        video = transforms.center_crop(video, self.spec.crop_size, record.path)
         return {
-            "video": np.ascontiguousarray(video),
+            "video": test_views(record.frames, record.num_frames, self.spec, record.path),
             "label": np.int32(record.label),
             "mask": np.float32(is_real),
             "index": np.int32(index),
         }
 
 
-def _source(data_dir: str, split: str) -> grain.sources.ArrayRecordDataSource:
+def split_source(data_dir: str, split: str) -> grain.sources.ArrayRecordDataSource:
+    """Random access to the records of one split, in shard order."""
     return grain.sources.ArrayRecordDataSource(records.shard_paths(data_dir, split))
 
 
@@ -126,7 +149,7 @@ def train_dataset(
     num_workers: int,
 ) -> grain.IterDataset:
     """An endless, checkpointable stream of local training batches for this host."""
-    dataset = grain.MapDataset.source(_source(data_dir, split))
+    dataset = grain.MapDataset.source(split_source(data_dir, split))
     dataset = dataset[jax.process_index() :: jax.process_count()]
     dataset = dataset.shuffle(seed=seed).repeat(None)
     dataset = dataset.random_map(TrainClip(spec), seed=seed)
@@ -141,7 +164,7 @@ def eval_dataset(
 
     Every host runs the same number of batches: the shorter ones pad with masked copies.
     """
-    source = _source(data_dir, split)
+    source = split_source(data_dir, split)
     local_batch = _local_batch_size(global_batch_size)
     indices = np.arange(len(source))[jax.process_index() :: jax.process_count()]
     per_host = math.ceil(len(source) / jax.process_count())

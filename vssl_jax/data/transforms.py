@@ -53,6 +53,25 @@ def center_crop(video: np.ndarray, size: int, source: str = "clip") -> np.ndarra
     return video[:, top : top + size, left : left + size]
 
 
+def spatial_crops(video: np.ndarray, size: int, num_crops: int, source: str = "clip") -> np.ndarray:
+    """Test-time crops `[num_crops, T, size, size, 3]`: 1 = centre; 3 = start, centre and end of
+    the long side, centred on the short side (the three-crop test of SlowFast and DMVR)."""
+    if num_crops == 1:
+        return center_crop(video, size, source)[None]
+    if num_crops != 3:
+        raise ValueError(f"num_test_crops must be 1 or 3, not {num_crops}")
+    _check_fits(video, size, source)
+    height, width = video.shape[1:3]
+    long_axis = 1 if height > width else 2
+    long_offsets = (0, (video.shape[long_axis] - size) // 2, video.shape[long_axis] - size)
+    short_offset = (video.shape[3 - long_axis] - size) // 2
+    crops = []
+    for offset in long_offsets:
+        top, left = (offset, short_offset) if long_axis == 1 else (short_offset, offset)
+        crops.append(video[:, top : top + size, left : left + size])
+    return np.stack(crops)
+
+
 def random_flip(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mirrors the whole clip left-right with probability 1/2."""
     return video[:, :, ::-1] if rng.random() < 0.5 else video

@@ -1,0 +1,155 @@
+"""Pictures of a run in `workdir/plots/` (and in TensorBoard): curves, confusion matrix, samples.
+
+- `curves.png`: training loss / accuracy and eval accuracy against the step (metrics.jsonl).
+- `confusion_matrix.png`: row-normalised, class names on both axes; the figure and font scale
+  with the number of classes so 50+ classes stay readable.
+- `predictions.png`: a few frames of sample eval videos with the true label, and the prediction
+  in green when right, red when wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # Files only; never a window.
+from matplotlib import pyplot as plt  # noqa: E402
+
+from vssl_jax.data import pipeline, records, transforms  # noqa: E402
+
+PLOTS_DIR = "plots"
+
+
+def _save(fig, workdir: str, name: str) -> str:
+    directory = os.path.join(workdir, PLOTS_DIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def training_curves(workdir: str) -> str | None:
+    """Loss and accuracy against the step, from `metrics.jsonl`; None before any step."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    train = [r for r in rows if r["split"] == "train"]
+    evals = [r for r in rows if r["split"] == "eval"]
+    if not train:
+        return None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend()
+    if "accuracy" in train[0]:
+        acc_ax.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train top-1")
+    if evals:
+        acc_ax.plot(
+            [r["step"] for r in evals], [r["top1"] for r in evals], "o-", label="eval top-1"
+        )
+    acc_ax.set_xlabel("step")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_ylim(0, 1)
+    acc_ax.legend()
+    fig.tight_layout()
+    return _save(fig, workdir, "curves.png")
+
+
+def confusion_matrix(
+    workdir: str, labels: np.ndarray, predictions: np.ndarray, label_names: list[str]
+) -> str:
+    num_classes = len(label_names)
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (labels, predictions), 1)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(6.0, 0.22 * num_classes + 2)
+    font = max(4.0, min(10.0, 400 / num_classes))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(num_classes), label_names, rotation=90, fontsize=font)
+    ax.set_yticks(range(num_classes), label_names, fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if num_classes <= 20:
+        for true, pred in zip(*np.nonzero(counts), strict=True):
+            ax.text(
+                pred,
+                true,
+                int(counts[true, pred]),
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if rates[true, pred] > 0.5 else "black",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.04, label="fraction of the true class")
+    ax.set_title(f"confusion matrix ({int(counts.sum())} videos)")
+    fig.tight_layout()
+    return _save(fig, workdir, "confusion_matrix.png")
+
+
+def prediction_grid(
+    workdir: str,
+    outputs: dict[str, np.ndarray],
+    label_names: list[str],
+    data_dir: str,
+    split: str,
+    *,
+    num_videos: int = 8,
+    frames_per_video: int = 4,
+) -> str:
+    """Frames of the first `num_videos` eval videos, true label and prediction (green/red)."""
+    source = pipeline.split_source(data_dir, split)
+    chosen = np.linspace(0, len(outputs["index"]) - 1, min(num_videos, len(outputs["index"])))
+    fig, axes = plt.subplots(
+        len(chosen),
+        frames_per_video,
+        figsize=(2 * frames_per_video, 2.1 * len(chosen)),
+        squeeze=False,
+    )
+    for row, position in zip(axes, chosen.astype(int), strict=True):
+        record = records.parse_record(source[int(outputs["index"][position])])
+        shown = np.linspace(0, record.num_frames - 1, frames_per_video).astype(int)
+        frames = transforms.decode_frames(record.frames, shown, record.path)
+        true = int(outputs["label"][position])
+        predicted = int(np.argmax(outputs["logits"][position]))
+        for ax, frame in zip(row, frames, strict=True):
+            ax.imshow(frame)
+            ax.axis("off")
+        row[0].set_title(
+            f"true: {label_names[true]}\npred: {label_names[predicted]}",
+            color="green" if predicted == true else "red",
+            fontsize=8,
+            loc="left",
+        )
+    fig.tight_layout()
+    return _save(fig, workdir, "predictions.png")
+
+
+def write_eval_plots(
+    workdir: str, outputs: dict[str, np.ndarray], label_names: list[str], data_dir: str, config
+) -> list[str]:
+    """All plots of a finished eval; also logged as TensorBoard images. Returns the paths."""
+    if jax.process_index() != 0:
+        return []
+    paths = [
+        training_curves(workdir),
+        confusion_matrix(workdir, outputs["label"], outputs["logits"].argmax(axis=1), label_names),
+        prediction_grid(workdir, outputs, label_names, data_dir, config.data.eval_split),
+    ]
+    paths = [p for p in paths if p]
+    from PIL import Image
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
+        for path in paths:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            writer.add_image(f"plots/{os.path.basename(path)[:-4]}", image, dataformats="HWC")
+    return paths
