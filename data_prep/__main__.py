@@ -1,8 +1,11 @@
-"""`python -m data_prep`: turn videos into training shards.
+"""`python -m data_prep`: turn videos (or frame folders) into training shards, and look at them.
 
     python -m data_prep convert --input videos/ --output data/my_videos --fps 10 --short-side 128
-    python -m data_prep convert --format ucf101 --input UCF-101/ --splits-dir ucfTrainTestlist/ \\
+    python -m data_prep convert --input UCF-101/ --splits-dir ucfTrainTestlist/ \\
         --output data/ucf101 --dataset-name ucf101
+    python -m data_prep convert --input ucf101_rgb_train_split_1.txt --video-root rawframes/ \\
+        --class-list classInd.txt --output data/ucf101
+    python -m data_prep inspect data/ucf101 --out reports/ucf101
 
 User errors (a missing file, a bad list) print one `error: ...` line and exit with status 2.
 """
@@ -14,26 +17,45 @@ import importlib.util
 import os
 import sys
 
+from data_prep.frames import DEFAULT_SOURCE_FPS
+from data_prep.inspect import InspectError
 from data_prep.manifest import ConvertError
 from data_prep.sources import FORMATS, SourceError
+
+# Seconds a video may take to decode before it is killed and skipped: a 10-minute 1080p h264
+# video decodes, resizes and encodes in about 2 minutes on one core here.
+DEFAULT_DECODE_TIMEOUT = 600.0
 
 
 def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         required=True,
-        help="a folder of videos (ROOT/<class>/<video>, or ROOT/<split>/<class>/<video>); "
-        "a Kinetics CSV or JSON list; the UCF101/HMDB51 video folder",
+        help="a folder of videos or frame folders (ROOT/<class>/<video>, or "
+        "ROOT/<split>/<class>/<video>); a list file (Kinetics CSV, JSON, 3D-ResNets JSON, "
+        "VTDL, TSN/mmaction2 rawframe or video list, datalist.json, DPC CSV); the UCF101/HMDB51 "
+        "video or frame folder (with --splits-dir)",
     )
     parser.add_argument("--output", required=True, help="folder for the shards and metadata")
-    parser.add_argument("--format", choices=FORMATS, default="folders", help="input format")
     parser.add_argument(
-        "--split",
-        help="convert only this split (folders without split folders: the split's name, "
-        "default train)",
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="input format (default auto: detected from the input; see README)",
     )
     parser.add_argument(
-        "--video-root", help="where the files of a csv/json list are (default: its folder)"
+        "--split",
+        help="convert only this split (inputs holding one split: the split's name, default "
+        "what the list's file name says, else train)",
+    )
+    parser.add_argument(
+        "--video-root",
+        help="where the files and frame folders of a list are (default: the list's folder)",
+    )
+    parser.add_argument(
+        "--class-list",
+        help="class names in index order for lists that give class indices: classInd.txt "
+        "('1 Name' lines) or one name per line (default: a classInd.txt beside the list)",
     )
     parser.add_argument("--splits-dir", help="UCF101/HMDB51 folder with the official split files")
     parser.add_argument(
@@ -44,6 +66,13 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fps", type=float, help="resample to this frame rate (default: keep every frame)"
+    )
+    parser.add_argument(
+        "--source-fps",
+        type=float,
+        help="frame rate of frame folders, which do not store one (default: 30 for HMDB51 and "
+        f"Kinetics, i.e. --format hmdb51 or 'hmdb'/'kinetics' in the input's name; else "
+        f"{DEFAULT_SOURCE_FPS:g}, UCF101's)",
     )
     parser.add_argument(
         "--short-side",
@@ -66,10 +95,18 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset-name", default="videos", help="shard name prefix (default videos)"
     )
+    parser.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=DEFAULT_DECODE_TIMEOUT,
+        help="seconds one video may take; a video still decoding is killed, skipped and listed "
+        f"in manifest.json (default {DEFAULT_DECODE_TIMEOUT:g}; 0: no limit)",
+    )
 
 
 def _run_convert(args: argparse.Namespace) -> None:
     from data_prep.convert import convert
+    from data_prep.frames import default_source_fps
     from data_prep.sources import list_sources
 
     listing = list_sources(
@@ -80,6 +117,7 @@ def _run_convert(args: argparse.Namespace) -> None:
         splits_dir=args.splits_dir,
         split_id=args.split_id,
         label_map_path=args.label_map,
+        class_list=args.class_list,
     )
     if not listing.sources:
         example = listing.skipped[0] if listing.skipped else None
@@ -95,7 +133,19 @@ def _run_convert(args: argparse.Namespace) -> None:
         videos_per_shard=args.videos_per_shard,
         workers=args.workers,
         tfrecord=args.tfrecord,
+        source_fps=(
+            default_source_fps(args.input, listing.input_format)
+            if args.source_fps is None
+            else args.source_fps
+        ),
+        decode_timeout=args.decode_timeout or None,
     )
+
+
+def _run_inspect(args: argparse.Namespace) -> None:
+    from data_prep.inspect import inspect_shards
+
+    inspect_shards(args.shards_dir, args.out)
 
 
 def _demo_module():
@@ -111,17 +161,30 @@ def _demo_module():
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m data_prep", description="Turn videos into training shards."
+        prog="python -m data_prep",
+        description="Turn videos or frame folders into training shards, and look at them.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     convert_parser = commands.add_parser(
         "convert",
         help="decode videos into JPEG-frame shards (ArrayRecord, optionally TFRecord)",
-        description="Decode videos, resize, JPEG-encode the frames and write ArrayRecord shards, "
-        "label_map.json, manifest.json and TFDS metadata into OUTPUT. Re-running resumes.",
+        description="Decode videos (or read frame folders), resize, JPEG-encode the frames and "
+        "write ArrayRecord shards, label_map.json, manifest.json and TFDS metadata into OUTPUT. "
+        "Re-running resumes.",
     )
     _add_convert_arguments(convert_parser)
     convert_parser.set_defaults(run=_run_convert)
+    inspect_parser = commands.add_parser(
+        "inspect",
+        help="statistics, a contact sheet and histograms of converted shards",
+        description="Read the shards of SHARDS_DIR (not the original videos) and write "
+        "stats.json, contact_sheet.png and histograms.png into REPORT_DIR.",
+    )
+    inspect_parser.add_argument("shards_dir", metavar="SHARDS_DIR", help="a convert --output")
+    inspect_parser.add_argument(
+        "--out", required=True, metavar="REPORT_DIR", help="folder for the report files"
+    )
+    inspect_parser.set_defaults(run=_run_inspect)
     demo = _demo_module()
     if demo is not None:
         demo_parser = commands.add_parser("demo", help="generate the built-in demo dataset")
@@ -131,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (SourceError, ConvertError) as e:
+    except (SourceError, ConvertError, InspectError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,8 +1,11 @@
 """Converting listed videos into shards: ArrayRecord (and optionally TFRecord) of JPEG frames.
 
-Worker processes decode and JPEG-encode the videos; the parent writes the records in a fixed
+Worker processes decode and JPEG-encode the videos (or read frame folders, copying their JPEGs
+when they already have the requested size: frames.py); the parent writes the records in a fixed
 order (split, then path) into shards of `videos_per_shard` consecutive videos, so the same input
-always gives the same shards. Each shard is written under a temporary name, its sidecar (videos
+always gives the same shards. With a decode timeout, a worker still busy with one video after
+that many seconds is killed and replaced, and the video is skipped; a worker that crashes skips
+its video the same way. Each shard is written under a temporary name, its sidecar (videos
 written, videos skipped) is saved, then the shard is renamed into place: a re-run finds the
 complete shards, leaves them alone and converts only the rest. manifest.json and the TFDS
 metadata are rebuilt from the sidecars at the end (see manifest.py).
@@ -14,14 +17,17 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import struct
 import time
+import traceback
 from collections.abc import Iterator
 
 import tqdm
 
-from data_prep import manifest
+from data_prep import frames, manifest
 from data_prep.manifest import ConvertError
 from data_prep.sources import Listing, VideoSource, apply_label_names, load_label_map
 from vssl_jax import video_io
@@ -36,6 +42,7 @@ class _Task:
     short_side: int | None
     jpeg_quality: int
     tfrecord: bool
+    source_fps: float = frames.DEFAULT_SOURCE_FPS  # Frame folders' frame rate.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,15 +66,25 @@ def _convert_video(task: _Task) -> _Result:
     """Runs in a worker process: one video -> its serialized record(s)."""
     source = task.source
     try:
-        clip = video_io.decode_to_jpegs(
-            source.path,
-            fps=task.fps,
-            short_side=task.short_side,
-            start_time=source.start_time,
-            end_time=source.end_time,
-            quality=task.jpeg_quality,
-        )
-    except video_io.VideoDecodeError as e:
+        if os.path.isdir(source.path):
+            clip, _ = frames.read_frame_folder(
+                source.path,
+                frame_range=source.frame_range,
+                source_fps=task.source_fps,
+                fps=task.fps,
+                short_side=task.short_side,
+                quality=task.jpeg_quality,
+            )
+        else:
+            clip = video_io.decode_to_jpegs(
+                source.path,
+                fps=task.fps,
+                short_side=task.short_side,
+                start_time=source.start_time,
+                end_time=source.end_time,
+                quality=task.jpeg_quality,
+            )
+    except (video_io.VideoDecodeError, frames.FrameFolderError) as e:
         return _Result(skip_reason=e.problem)
     fields = dict(
         frames=clip.frames,
@@ -88,7 +105,8 @@ def _convert_video(task: _Task) -> _Result:
 
 
 def _source_key(source: VideoSource) -> list:
-    return [source.path, source.start_time, source.end_time]
+    key = [source.path, source.start_time, source.end_time]
+    return key if source.frame_range is None else [*key, list(source.frame_range)]
 
 
 def _plan_shards(
@@ -101,6 +119,7 @@ def _plan_shards(
             s.path,
             s.start_time if s.start_time is not None else -math.inf,
             s.end_time if s.end_time is not None else math.inf,
+            s.frame_range or (0, 0),
         ),
     )
     count = math.ceil(len(ordered) / videos_per_shard)
@@ -225,21 +244,162 @@ def _write_shard(
     os.replace(array_record_path + suffix, array_record_path)
 
 
+_READY = "ready"
+
+
+def _worker_main(connection) -> None:
+    """A worker process: converts the tasks it is sent, one at a time, until it gets None."""
+    try:
+        connection.send(_READY)
+        while (task := connection.recv()) is not None:
+            try:
+                result = _convert_video(task)
+            except Exception as e:
+                # A bug rather than a bad video: the parent stops the conversion with it.
+                result = RuntimeError(
+                    f"converting {task.source.path} failed: {e!r}\n{traceback.format_exc()}"
+                )
+            connection.send(result)
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass  # The parent is gone or stopping.
+
+
+class _Worker:
+    """One worker process and its end of the pipe; `task` is the index it is converting."""
+
+    def __init__(self, context):
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_end,), daemon=True)
+        self.process.start()
+        child_end.close()  # So that recv() sees the end of the pipe when the worker dies.
+        self.ready = False
+        self.task: int | None = None
+        self.deadline: float | None = None
+
+    def give(self, index: int, task: _Task, timeout: float | None) -> None:
+        self.connection.send(task)
+        self.task = index
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def stop(self, kill: bool = False) -> None:
+        if not kill:
+            with contextlib.suppress(OSError):
+                self.connection.send(None)
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"
+
+
+def _in_workers(
+    tasks: list[_Task], workers: int, timeout: float | None, context
+) -> Iterator[_Result]:
+    """The tasks' results in task order, from `workers` processes.
+
+    A task still running `timeout` seconds after it was handed out is skipped and its process
+    killed and replaced; so is a task whose process dies. At most 2 * workers results are
+    computed ahead of the one awaited, so memory is bounded by the worker count.
+    """
+    pool = [_Worker(context) for _ in range(min(workers, len(tasks)))]
+    done: dict[int, _Result] = {}
+    next_task = next_result = 0
+    try:
+        while next_result < len(tasks):
+            while next_result in done:
+                yield done.pop(next_result)
+                next_result += 1
+            if next_result == len(tasks):
+                break
+            for worker in pool:
+                if (
+                    worker.ready
+                    and worker.task is None
+                    and next_task < min(len(tasks), next_result + 2 * len(pool))
+                ):
+                    worker.give(next_task, tasks[next_task], timeout)
+                    next_task += 1
+            deadlines = [w.deadline for w in pool if w.deadline is not None]
+            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            ready = multiprocessing.connection.wait([w.connection for w in pool], timeout=wait)
+            for i, worker in enumerate(pool):
+                if worker.connection in ready:
+                    try:
+                        message = worker.connection.recv()
+                    except (EOFError, OSError):
+                        worker.process.join(timeout=5)
+                        if worker.task is None:
+                            raise ConvertError(
+                                "a conversion worker process failed to start "
+                                f"({_death(worker.process.exitcode)})"
+                            ) from None
+                        reason = f"the decoding process died ({_death(worker.process.exitcode)})"
+                        done[worker.task] = _Result(skip_reason=reason)
+                        worker.stop(kill=True)
+                        pool[i] = _Worker(context)
+                        continue
+                    if isinstance(message, str):  # _READY
+                        worker.ready = True
+                    elif isinstance(message, Exception):
+                        raise message
+                    else:
+                        done[worker.task] = message
+                        worker.task = worker.deadline = None
+                elif worker.deadline is not None and time.monotonic() >= worker.deadline:
+                    done[worker.task] = _Result(
+                        skip_reason=f"decoding did not finish in {timeout:g} s "
+                        "(--decode-timeout); its process was killed"
+                    )
+                    worker.stop(kill=True)
+                    pool[i] = _Worker(context)
+    finally:
+        for worker in pool:
+            worker.stop(kill=next_result < len(tasks))
+
+
 @contextlib.contextmanager
-def _results(tasks: list[_Task], workers: int) -> Iterator[Iterator[_Result]]:
-    """The tasks' results in task order, computed by `workers` processes (1: in this one)."""
-    if workers <= 1 or len(tasks) <= 1:
+def _results(
+    tasks: list[_Task], workers: int, timeout: float | None = None
+) -> Iterator[Iterator[_Result]]:
+    """The tasks' results in task order, computed by `workers` processes.
+
+    In this process when there is one worker (or one task) and no timeout: a hung decode could
+    not be stopped from inside the process that runs it.
+    """
+    if timeout is None and (workers <= 1 or len(tasks) <= 1):
         yield map(_convert_video, tasks)
+        return
+    if not tasks:
+        yield iter(())
         return
     methods = multiprocessing.get_all_start_methods()
     # Not fork: the parent may hold threads (tqdm's monitor, PyAV's decoders) that a forked child
     # would inherit in an unusable state.
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with context.Pool(min(workers, len(tasks))) as pool:
-        yield pool.imap(_convert_video, tasks)
+    results = _in_workers(tasks, workers, timeout, context)
+    try:
+        yield results
+    finally:
+        results.close()  # Stops the workers, also when the caller stopped early.
 
 
-def _check_options(fps, short_side, jpeg_quality, videos_per_shard, output_dir) -> None:
+def _check_options(
+    fps, short_side, jpeg_quality, videos_per_shard, output_dir, source_fps, decode_timeout
+) -> None:
+    if source_fps <= 0:
+        raise ConvertError(f"{output_dir}: --source-fps must be positive, got {source_fps}")
+    if decode_timeout is not None and decode_timeout <= 0:
+        raise ConvertError(
+            f"{output_dir}: --decode-timeout must be positive (0 on the command line: none), "
+            f"got {decode_timeout}"
+        )
     if fps is not None and fps <= 0:
         raise ConvertError(f"{output_dir}: --fps must be positive, got {fps}")
     if short_side is not None and short_side < 1:
@@ -264,6 +424,8 @@ def convert(
     workers: int | None = None,
     tfrecord: bool = False,
     show_progress: bool = True,
+    source_fps: float = frames.DEFAULT_SOURCE_FPS,
+    decode_timeout: float | None = None,
 ) -> dict:
     """Converts the listed videos into shards in `output_dir`; returns the manifest.
 
@@ -275,13 +437,25 @@ def convert(
     that fail to decode are skipped and listed in manifest.json. `show_progress` shows a progress
     bar and prints a one-line summary.
 
-    With `workers` > 1 the videos are decoded in that many processes, started with forkserver
-    (spawn where there is none), so a script calling this needs the usual
-    `if __name__ == "__main__":` guard.
+    Frame folders are read at `source_fps` (recorded in manifest.json's options and, resampled
+    or not, as each record's fps); their JPEGs are copied as they are when they already have
+    `short_side` (or `short_side` is None), else re-encoded (frames.py).
+
+    `decode_timeout` is each video's time budget in seconds: a video still decoding after it is
+    killed with its process, skipped and listed in manifest.json (None: no budget). With
+    `workers` > 1, or with a budget, the videos are decoded in worker processes started with
+    forkserver (spawn where there is none), so a script calling this needs the usual
+    `if __name__ == "__main__":` guard; memory grows with the worker count, not with the length
+    of the longest video (frames are resized and encoded as they are decoded).
     """
     began = time.monotonic()
-    _check_options(fps, short_side, jpeg_quality, videos_per_shard, output_dir)
+    _check_options(
+        fps, short_side, jpeg_quality, videos_per_shard, output_dir, source_fps, decode_timeout
+    )
     options = {"fps": fps, "short_side": short_side, "jpeg_quality": jpeg_quality}
+    if any(os.path.isdir(s.path) for s in listing.sources):
+        # Frame folders' times and resampling depend on it; videos carry their own rate.
+        options["source_fps"] = source_fps
     os.makedirs(os.path.join(output_dir, manifest.SIDECAR_DIR), exist_ok=True)
     if tfrecord:
         os.makedirs(os.path.join(output_dir, manifest.TFRECORD_DIR), exist_ok=True)
@@ -323,13 +497,14 @@ def convert(
             short_side=short_side,
             jpeg_quality=jpeg_quality,
             tfrecord=tfrecord,
+            source_fps=source_fps,
         )
         for shard in todo
         for source in shard.sources
     ]
     total = sum(len(s.sources) for s in shards)
     with (
-        _results(tasks, workers or os.cpu_count() or 1) as results,
+        _results(tasks, workers or os.cpu_count() or 1, decode_timeout) as results,
         tqdm.tqdm(
             total=total, initial=total - len(tasks), unit="video", disable=not show_progress
         ) as progress,

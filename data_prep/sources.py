@@ -1,9 +1,11 @@
 """Listing the videos to convert: which file, which label, which split, which time range.
 
-Each input format (class folders, Kinetics CSV, JSON, UCF101 and HMDB51 split files) becomes the
-same `Listing`. Entries that cannot be used (missing file, unknown label, duplicate row) are not
-errors: they go to `Listing.skipped` with a reason and end up in manifest.json. A list file that
-cannot be read at all (wrong columns, bad JSON) is an error: `SourceError`, one line.
+Each input format (class folders, Kinetics CSV, JSON, UCF101 and HMDB51 split files, and the
+seeds' list formats in lists.py) becomes the same `Listing`. A "video" is a video file or a frame
+folder (frames.py). Entries that cannot be used (missing file, unknown label, duplicate row, a
+frame folder with fewer frames than its list says) are not errors: they go to `Listing.skipped`
+with a reason and end up in manifest.json. A list file that cannot be read at all (wrong
+columns, bad JSON) is an error: `SourceError`, one line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,22 @@ import os
 import re
 from collections.abc import Iterable
 
-FORMATS = ("folders", "csv", "json", "ucf101", "hmdb51")
+from data_prep import frames
+
+FORMATS = (
+    "auto",
+    "folders",
+    "csv",
+    "json",
+    "ucf101",
+    "hmdb51",
+    "resnets3d_json",
+    "vtdl",
+    "rawframes",
+    "videolist",
+    "datalist",
+    "dpc_csv",
+)
 SPLIT_NAMES = frozenset({"train", "val", "validation", "test"})
 # Extensions indexed when looking up Kinetics files by YouTube id.
 VIDEO_EXTENSIONS = frozenset(
@@ -42,11 +59,13 @@ class SourceError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class VideoSource:
-    path: str  # The video file.
+    path: str  # The video file, or a frame folder.
     label_text: str  # Class name; "" if unlabelled.
     split: str  # e.g. "train", "val", "test".
     start_time: float | None = None  # Trim range in seconds; None = from the start / to the end.
     end_time: float | None = None
+    # Frame folders: keep frames [first, stop) (0-based, in frame order); None = all of them.
+    frame_range: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass
@@ -54,6 +73,7 @@ class Listing:
     sources: list[VideoSource]
     label_names: list[str]  # Index order: label_names[i] is class i.
     skipped: list[dict]  # {"path", "split", "reason"} for list entries that cannot be used.
+    input_format: str = ""  # The format that was read (what "auto" detected).
 
 
 def _skip(path: str, split: str, reason: str) -> dict:
@@ -104,20 +124,41 @@ def apply_label_names(listing: Listing, label_names: list[str]) -> Listing:
             )
         else:
             sources.append(source)
-    return Listing(sources=sources, label_names=list(label_names), skipped=skipped)
+    return dataclasses.replace(
+        listing, sources=sources, label_names=list(label_names), skipped=skipped
+    )
 
 
 def _drop_duplicates(listing: Listing) -> Listing:
     seen: set[tuple] = set()
     sources, skipped = [], list(listing.skipped)
     for source in listing.sources:
-        key = (source.split, source.path, source.start_time, source.end_time)
+        key = (source.split, source.path, source.start_time, source.end_time, source.frame_range)
         if key in seen:
             skipped.append(_skip(source.path, source.split, "duplicate row"))
         else:
             seen.add(key)
             sources.append(source)
-    return Listing(sources=sources, label_names=listing.label_names, skipped=skipped)
+    return dataclasses.replace(listing, sources=sources, skipped=skipped)
+
+
+def frame_folder_range(path: str, stop: int | None = None, first: int = 0):
+    """Checks a frame folder against what a list says of it: `(frame_range, None)` or `(None, reason)`.
+
+    `stop` is the frame count the list gives (None: all frames on disk). The range is None when
+    it covers the whole folder, so a folder listed with its true count gives the same record as
+    the folder found on its own.
+    """
+    try:
+        count = len(frames.list_frames(path))
+    except frames.FrameFolderError as e:
+        return None, e.problem
+    stop = count if stop is None else stop
+    if stop <= first:
+        return None, f"the list gives no frames ({first + 1}..{stop})"
+    if count < stop:
+        return None, f"has {count} frames, the list says {stop}"
+    return (None if (first, stop) == (0, count) else (first, stop)), None
 
 
 # --- folders: ROOT/<class>/<video> or ROOT/<split>/<class>/<video> ---
@@ -133,9 +174,12 @@ def _list_class_folders(root: str, split: str) -> tuple[list[VideoSource], list[
         for file_name in _visible(os.listdir(class_dir)):
             path = os.path.join(class_dir, file_name)
             if os.path.isdir(path):
-                skipped.append(_skip(path, split, "a folder inside a class folder, not a video"))
-            else:
-                sources.append(VideoSource(path=path, label_text=name, split=split))
+                # ROOT/<class>/<video>/image_00001.jpg: a frame folder.
+                _, problem = frame_folder_range(path)
+                if problem is not None:
+                    skipped.append(_skip(path, split, problem))
+                    continue
+            sources.append(VideoSource(path=path, label_text=name, split=split))
     return sources, skipped
 
 
@@ -280,11 +324,29 @@ def _list_json(json_path: str, video_root: str | None, split: str | None) -> Lis
 
 
 def _find_in_root(root: str, class_name: str, file_name: str) -> str | None:
-    """`root/<class>/<file>` (the archives' layout) or `root/<file>` (a flat folder)."""
+    """`root/<class>/<file>` (the archives' layout) or `root/<file>` (a flat folder).
+
+    Where the video's frames were extracted instead, its frame folder (the file name without
+    its extension): `root/<class>/<stem>` or `root/<stem>`.
+    """
+    stem = os.path.splitext(file_name)[0]
     for path in (os.path.join(root, class_name, file_name), os.path.join(root, file_name)):
         if os.path.isfile(path):
             return path
+    for path in (os.path.join(root, class_name, stem), os.path.join(root, stem)):
+        if os.path.isdir(path):
+            return path
     return None
+
+
+def _found_source(path, class_name, split, skipped) -> VideoSource | None:
+    """A source for a file or a usable frame folder; a damaged frame folder goes to `skipped`."""
+    if os.path.isdir(path):
+        _, problem = frame_folder_range(path)
+        if problem is not None:
+            skipped.append(_skip(path, split, problem))
+            return None
+    return VideoSource(path, class_name, split)
 
 
 def _read_lines(path: str) -> list[list[str]]:
@@ -333,7 +395,8 @@ def _list_ucf101(root: str, splits_dir: str | None, split_id: int, split: str | 
             if path is None:
                 skipped.append(_skip(os.path.join(root, fields[0]), name, "file not found"))
                 continue
-            sources.append(VideoSource(path, class_name, name))
+            if (source := _found_source(path, class_name, name, skipped)) is not None:
+                sources.append(source)
     return _drop_duplicates(Listing(sources=sources, label_names=label_names, skipped=skipped))
 
 
@@ -369,7 +432,8 @@ def _list_hmdb51(root: str, splits_dir: str | None, split_id: int, split: str | 
                     _skip(os.path.join(root, class_name, fields[0]), name, "file not found")
                 )
                 continue
-            sources.append(VideoSource(path, class_name, name))
+            if (source := _found_source(path, class_name, name, skipped)) is not None:
+                sources.append(source)
     return _drop_duplicates(
         Listing(sources=sources, label_names=sorted(split_files), skipped=skipped)
     )
@@ -384,16 +448,25 @@ def list_sources(
     splits_dir: str | None = None,
     split_id: int = 1,
     label_map_path: str | None = None,
+    class_list: str | None = None,
 ) -> Listing:
-    """Lists the videos of `input_path` in `input_format` (see FORMATS).
+    """Lists the videos (files or frame folders) of `input_path` in `input_format` (see FORMATS).
 
-    `split` keeps one split (None: all; for `folders` without split folders it names the split,
-    default "train"). `video_root` holds the files of a csv/json list (default: the list's
-    folder). `splits_dir` and `split_id` select the official UCF101/HMDB51 split files. With
-    `label_map_path` the label names come from that label_map.json and sources with other labels
-    are skipped; otherwise they come from the whole input (all splits), sorted, except for UCF101
-    which keeps classInd.txt's order.
+    "auto" detects the format from the input (lists.detect_format). `split` keeps one split
+    (None: all); for inputs that hold one split (folders without split folders, and the
+    one-split lists of lists.py) it names the split, by default inferred from the list's file
+    name ("train" when it says nothing). `video_root` holds the files and frame folders a list
+    names (default: the list's folder). `splits_dir` and `split_id` select the official
+    UCF101/HMDB51 split files. `class_list` (classInd.txt, or one class name per line) names the
+    classes of lists that give class indices. With `label_map_path` the label names come from
+    that label_map.json and sources with other labels are skipped; otherwise they come from the
+    class list of the input (classInd.txt, the JSON's `labels`) or, for inputs without one, from
+    the whole input (all splits), sorted.
     """
+    from data_prep import lists
+
+    if input_format == "auto":
+        input_format = lists.detect_format(input_path, splits_dir=splits_dir, video_root=video_root)
     if input_format == "folders":
         listing = _list_folders(input_path, split)
     elif input_format == "csv":
@@ -404,10 +477,20 @@ def list_sources(
         listing = _list_ucf101(input_path, splits_dir, split_id, split)
     elif input_format == "hmdb51":
         listing = _list_hmdb51(input_path, splits_dir, split_id, split)
+    elif input_format in lists.LIST_FORMATS:
+        listing = lists.list_seed_format(
+            input_format,
+            input_path,
+            split=split,
+            video_root=video_root,
+            class_list=class_list,
+            label_map_path=label_map_path,
+        )
     else:
         raise SourceError(
             f"{input_path}: unknown format '{input_format}' (one of {', '.join(FORMATS)})"
         )
+    listing.input_format = input_format
     if label_map_path is not None:
         listing = apply_label_names(listing, load_label_map(label_map_path))
     return listing
