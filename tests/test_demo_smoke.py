@@ -1,31 +1,38 @@
-"""The README's main command, at smoke size: build the demo, train, checkpoint, evaluate."""
+"""The README's main command at smoke size (build the demo, train, checkpoint, evaluate), then
+the tools a user runs on its workdir."""
 
+import glob
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from scipy import stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_smoke_config_trains_well_above_chance(tmp_path):
-    workdir = tmp_path / "smoke"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vssl_jax.main",
-            "--config=configs/demo.py:smoke",
-            f"--workdir={workdir}",
-        ],
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = _run("vssl_jax.main", "--config=configs/demo.py:smoke", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, result
+
+
+def test_smoke_config_trains_well_above_chance(smoke_run):
+    workdir, result = smoke_run
     assert "final val accuracy" in result.stdout
     results = json.loads((workdir / "eval_results.json").read_text())
     assert results["num_classes"] == 6 and results["num_examples"] == 36
@@ -35,3 +42,62 @@ def test_smoke_config_trains_well_above_chance(tmp_path):
     p_value = stats.binom.sf(correct - 1, results["num_examples"], 1 / 6)
     assert p_value < 1e-4, results
     assert sorted(os.listdir(workdir / "checkpoints")) == ["120", "60"]
+    assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "r3d_18"
+
+
+def _demo_videos(split: str) -> list[str]:
+    pattern = os.path.join(os.environ["VSSL_JAX_CACHE"], "demo-64px-16x6-seed0", "raw", split)
+    return sorted(glob.glob(os.path.join(pattern, "*", "*.mp4")))
+
+
+def test_predict_prints_top_k_json_for_a_raw_video(smoke_run):
+    workdir, _ = smoke_run
+    videos = _demo_videos("val")
+    assert len(videos) == 36
+    result = _run(
+        "vssl_jax.predict",
+        "--workdir",
+        str(workdir),
+        "--video",
+        videos[0],
+        "--json",
+        "--top-k",
+        "3",
+        "--start-time",
+        "0.25",
+        "--duration",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    prediction = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
+    assert prediction["video"] == videos[0]
+    assert len(prediction["top_k"]) == 3
+    probs = [entry["prob"] for entry in prediction["top_k"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    names = {e["label"] for e in prediction["top_k"]}
+    assert names <= {
+        "move_left",
+        "move_right",
+        "move_up",
+        "move_down",
+        "rotate_clockwise",
+        "rotate_counterclockwise",
+    }
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--start-time", "1"], "--start-time needs --end-time or --duration"),
+        (["--start-time", "2", "--end-time", "9"], "is beyond the video's 3.000 s"),
+        (["--video", __file__], "cannot open as a video"),
+    ],
+)
+def test_predict_refuses_bad_requests_in_one_line(smoke_run, extra, expected):
+    workdir, _ = smoke_run
+    result = _run(
+        "vssl_jax.predict", "--workdir", str(workdir), "--video", _demo_videos("val")[0], *extra
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr

@@ -176,7 +176,7 @@ def test_multi_view_eval_averages_logits_of_every_view(uninterrupted, tiny_datas
 
     workdir, _ = uninterrupted
     config = tiny_config(tiny_dataset, **{"data.num_test_clips": 3, "data.num_test_crops": 3})
-    state, spec, mesh, data_dir, names = evaluate._restore_latest(config, workdir)
+    state, spec, mesh, data_dir, names = evaluate.restore_latest(config, workdir)
     results, outputs = evaluate.evaluate(
         evaluate.make_eval_step(spec, config, mesh), config, state, mesh, data_dir, names
     )

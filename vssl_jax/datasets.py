@@ -12,14 +12,26 @@ def default_cache_dir() -> str:
     return os.environ.get("VSSL_JAX_CACHE", os.path.expanduser("~/.cache/vssl_jax"))
 
 
-def prepare(data_config) -> str:
-    """Returns the shard folder for `config.data`, building the demo dataset if it is missing."""
+def resolve(data_config) -> str:
+    """The shard folder `config.data` names, without building anything."""
     if data_config.builtin == "demo":
         demo = data_config.demo
-        data_dir = data_config.data_dir or os.path.join(
+        return data_config.data_dir or os.path.join(
             default_cache_dir(),
             f"demo-{demo.size}px-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}",
         )
+    if data_config.builtin:
+        raise ValueError(f"config.data.builtin: unknown dataset '{data_config.builtin}' (demo)")
+    if not data_config.data_dir:
+        raise ValueError("config.data.data_dir is empty: point it at a data_prep output folder")
+    return data_config.data_dir
+
+
+def prepare(data_config) -> str:
+    """Returns the shard folder for `config.data`, building the demo dataset if it is missing."""
+    data_dir = resolve(data_config)
+    if data_config.builtin == "demo":
+        demo = data_config.demo
         if jax.process_index() == 0:
             from data_prep.demo import build_demo_dataset
 
@@ -32,9 +44,4 @@ def prepare(data_config) -> str:
             )
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("demo dataset ready")
-        return data_dir
-    if data_config.builtin:
-        raise ValueError(f"config.data.builtin: unknown dataset '{data_config.builtin}' (demo)")
-    if not data_config.data_dir:
-        raise ValueError("config.data.data_dir is empty: point it at a data_prep output folder")
-    return data_config.data_dir
+    return data_dir

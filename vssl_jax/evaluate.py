@@ -144,9 +144,12 @@ def write_results(workdir: str, results: dict) -> str:
     return path
 
 
-def _restore_latest(config, workdir: str):
-    """(state of the latest checkpoint in `workdir`, spec, mesh, data_dir, label_names)."""
-    data_dir = datasets.prepare(config.data)
+def restore_latest(config, workdir: str, *, build_data: bool = True):
+    """(state of the latest checkpoint in `workdir`, spec, mesh, data_dir, label_names).
+
+    `build_data=False` only locates the dataset (its label map and manifest) and builds nothing.
+    """
+    data_dir = (datasets.prepare if build_data else datasets.resolve)(config.data)
     label_names = pipeline.load_label_names(data_dir)
     mesh = sharding.make_mesh(config.mesh)
     spec = make_state_spec(config, len(label_names), mesh)
@@ -160,7 +163,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     """The `eval` stage: restore the latest checkpoint in `workdir`, evaluate, write plots."""
     from vssl_jax import plots
 
-    state, spec, mesh, data_dir, label_names = _restore_latest(config, workdir)
+    state, spec, mesh, data_dir, label_names = restore_latest(config, workdir)
     results, outputs = evaluate(
         make_eval_step(spec, config, mesh), config, state, mesh, data_dir, label_names
     )
@@ -172,7 +175,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
 def extract_features(config, workdir: str) -> dict:
     """The `features` stage: `features.npy` `[num_videos, feature_dim]`, `labels.npy` and
     `paths.txt` of `config.data.eval_split`, in record order, from the latest checkpoint."""
-    state, spec, mesh, data_dir, _ = _restore_latest(config, workdir)
+    state, spec, mesh, data_dir, _ = restore_latest(config, workdir)
     step_fn = make_eval_step(spec, config, mesh, step=features_step)
     outputs = run_over_split(step_fn, config, state, mesh, data_dir)
     source = pipeline.split_source(data_dir, config.data.eval_split)
