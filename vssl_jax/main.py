@@ -17,8 +17,8 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
@@ -61,7 +61,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with config mistakes (unknown keys, wrong types, bad files) as one line."""
     try:
         remaining = flags.FLAGS(argv)
-        _CONFIG.value.to_dict()  # Loads the config file now, so its errors surface here.
+        CONFIG.value.to_dict()  # Loads the config file now, so its errors surface here.
         return remaining
     except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
         message = _last_line(e)
@@ -82,14 +82,19 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
+def configure_logging() -> None:
+    """INFO to the console, without the per-save chatter of Orbax."""
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_QuietLibraries())
-    workdir = _WORKDIR.value
+    configure_logging()
+    workdir = WORKDIR.value
     try:
-        results = run(_CONFIG.value, workdir)
+        results = run(CONFIG.value, workdir)
     except USER_ERRORS as e:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "error.log"), "w") as f:
