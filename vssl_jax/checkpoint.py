@@ -12,6 +12,7 @@ import os
 
 import grain
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class Checkpointer:
@@ -35,18 +36,29 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         self.manager.save(step, args=ocp.args.Composite(**items))
 
-    def restore(self, abstract_state, data_iterator=None, step: int | None = None):
-        """Restores `step` (default: latest) into the shapes and shardings of `abstract_state`.
+    def restore(self, abstract_state, data_iterator=None):
+        """Restores the newest readable checkpoint into the shapes and shardings of
+        `abstract_state` (and, with `data_iterator`, its position in place).
 
-        With `data_iterator`, its position is restored in place too.
+        A checkpoint that cannot be read (files deleted or damaged after it was written) is
+        reported and skipped for the one before it; when none is readable, a one-line error
+        names the newest and why it failed.
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"{self.directory}: no checkpoint to restore")
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        failures = []
+        for step in steps:
+            try:
+                return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+            except Exception as e:  # Any unreadable checkpoint: report it, try an older one.
+                cause = " ".join(str(e).split())[:300] or type(e).__name__
+                failures.append(f"{self.directory}/{step}: {cause}")
+                logging.warning("Checkpoint %s/%d is unreadable (%s)", self.directory, step, cause)
+        raise ValueError(f"no readable checkpoint; newest failure: {failures[0]}")
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -11,6 +11,7 @@ import functools
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -36,24 +37,45 @@ def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, 
 
     (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     metrics = {
         **metrics,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
         "learning_rate": schedule(state["step"]),
+        "nonfinite": 1.0 - finite.astype(jnp.float32),
     }
-    new_state = {
+    updated = {
         "params": optax.apply_updates(state["params"], updates),
         "model_state": model_state,
         "opt_state": opt_state,
-        "step": state["step"] + 1,
-        "rng": state["rng"],
     }
-    return new_state, metrics
+    if config.skip_nonfinite:
+        # Keep the previous weights, statistics and optimizer moments; the data moves on.
+        updated = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            updated,
+            {k: state[k] for k in updated},
+        )
+    return {**updated, "step": state["step"] + 1, "rng": state["rng"]}, metrics
 
 
-def _mean_metrics(history: list[dict]) -> dict[str, float]:
+def _window_metrics(history: list[dict], first_step: int, skip_nonfinite: bool) -> dict:
+    """Means of the steps since the last log; a non-finite step stops the run (names it) unless
+    `skip_nonfinite`, where such steps are counted and left out of the means."""
     fetched = jax.device_get(history)
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    bad = [first_step + i for i, m in enumerate(fetched) if m["nonfinite"] > 0]
+    if bad and not skip_nonfinite:
+        loss = fetched[bad[0] - first_step]["loss"]
+        raise FloatingPointError(
+            f"step {bad[0]}: training loss is {loss} (or its gradient is not finite); stopped "
+            "before saving, earlier checkpoints are intact. Lower the learning rate, or set "
+            "config.skip_nonfinite=True to skip such steps"
+        )
+    good = [m for m in fetched if m["nonfinite"] == 0] or fetched
+    scalars = {k: float(np.mean([m[k] for m in good])) for k in fetched[0] if k != "nonfinite"}
+    scalars["skipped_steps"] = float(len(bad))
+    return scalars
 
 
 def _format_duration(seconds: float) -> str:
@@ -130,55 +152,57 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Loop
     writer = MetricWriter(workdir)
-    total = config.num_train_steps
-    history: list[dict] = []
-    compiled = None
-    window_start, window_steps = time.perf_counter(), 0
-    while step < total:
-        batch = pipeline.global_batch(next(train_iter), batch_sharding)
-        if compiled is None:
-            compiled = step_fn.lower(state, batch).compile()
-            _log_compiled(compiled)
-            window_start = time.perf_counter()  # Throughput excludes compilation.
-        with jax.transfer_guard("disallow"):
-            state, metrics = compiled(state, batch)
-        step += 1
-        window_steps += 1
-        history.append(metrics)
+    # Whatever stops the loop, the saves already started (all of finite states) complete.
+    try:
+        total = config.num_train_steps
+        history: list[dict] = []
+        compiled = None
+        window_start, window_steps = time.perf_counter(), 0
+        while step < total:
+            batch = pipeline.global_batch(next(train_iter), batch_sharding)
+            if compiled is None:
+                compiled = step_fn.lower(state, batch).compile()
+                _log_compiled(compiled)
+                window_start = time.perf_counter()  # Throughput excludes compilation.
+            with jax.transfer_guard("disallow"):
+                state, metrics = compiled(state, batch)
+            step += 1
+            window_steps += 1
+            history.append(metrics)
 
-        save_now = step % config.checkpoint_every == 0 or step == total
-        if step % config.log_every == 0 or save_now:
-            scalars = _mean_metrics(history)
-            history = []
-            if not np.isfinite(scalars["loss"]):
-                raise FloatingPointError(
-                    f"step {step}: training loss is {scalars['loss']}; stopping without "
-                    "saving (the last checkpoint is untouched)"
+            save_now = step % config.checkpoint_every == 0 or step == total
+            if step % config.log_every == 0 or save_now:
+                scalars = _window_metrics(history, step - len(history) + 1, config.skip_nonfinite)
+                history = []
+                if scalars["skipped_steps"]:
+                    logging.warning("skipped %d non-finite steps", scalars["skipped_steps"])
+                elapsed = time.perf_counter() - window_start
+                seconds_per_step = elapsed / window_steps
+                scalars["clips_per_second"] = window_steps * config.batch_size / elapsed
+                writer.write_scalars(step, scalars, "train")
+                logging.info(
+                    "step %d/%d | loss %.4f | acc %.3f | lr %.4g | %.1f clips/s | ETA %s",
+                    step,
+                    total,
+                    scalars["loss"],
+                    scalars.get("accuracy", float("nan")),
+                    scalars["learning_rate"],
+                    scalars["clips_per_second"],
+                    _format_duration(seconds_per_step * (total - step)),
                 )
-            elapsed = time.perf_counter() - window_start
-            seconds_per_step = elapsed / window_steps
-            scalars["clips_per_second"] = window_steps * config.batch_size / elapsed
-            writer.write_scalars(step, scalars, "train")
-            logging.info(
-                "step %d/%d | loss %.4f | acc %.3f | lr %.4g | %.1f clips/s | ETA %s",
-                step,
-                total,
-                scalars["loss"],
-                scalars.get("accuracy", float("nan")),
-                scalars["learning_rate"],
-                scalars["clips_per_second"],
-                _format_duration(seconds_per_step * (total - step)),
-            )
-            window_start, window_steps = time.perf_counter(), 0
-        if save_now:
-            checkpointer.save(step, state, train_iter)
-        if config.eval_every and step % config.eval_every == 0 and step < total:
-            results, _ = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
-            writer.write_scalars(step, evaluate.scalar_results(results), "eval")
-            window_start, window_steps = time.perf_counter(), 0
+                window_start, window_steps = time.perf_counter(), 0
+            if save_now:
+                checkpointer.save(step, state, train_iter)
+            if config.eval_every and step % config.eval_every == 0 and step < total:
+                results, _ = evaluate.evaluate(
+                    eval_step, config, state, mesh, data_dir, label_names
+                )
+                writer.write_scalars(step, evaluate.scalar_results(results), "eval")
+                window_start, window_steps = time.perf_counter(), 0
+    finally:
+        checkpointer.close()
 
     # ---------------------------------------------------------------- Final eval
-    checkpointer.close()
     results, outputs = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
     evaluate.write_results(workdir, results)
     writer.write_scalars(step, evaluate.scalar_results(results), "eval")
