@@ -6,6 +6,7 @@
     python -m data_prep convert --input ucf101_rgb_train_split_1.txt --video-root rawframes/ \\
         --class-list classInd.txt --output data/ucf101
     python -m data_prep inspect data/ucf101 --out reports/ucf101
+    python -m data_prep verify data/ucf101
 
 User errors (a missing file, a bad list) print one `error: ...` line and exit with status 2.
 """
@@ -19,7 +20,7 @@ import sys
 
 from data_prep.frames import DEFAULT_SOURCE_FPS
 from data_prep.inspect import InspectError
-from data_prep.manifest import ConvertError
+from data_prep.manifest import ConvertError, ShardError
 from data_prep.sources import FORMATS, SourceError
 
 # Seconds a video may take to decode before it is killed and skipped: a 10-minute 1080p h264
@@ -148,6 +149,28 @@ def _run_inspect(args: argparse.Namespace) -> None:
     inspect_shards(args.shards_dir, args.out)
 
 
+def _run_verify(args: argparse.Namespace) -> None:
+    import json
+
+    from data_prep.manifest import MANIFEST, verify_shards
+
+    path = os.path.join(args.shards_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise ShardError(f"{path}: no such file (verify checks what convert wrote)")
+    if args.split:
+        splits = args.split
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                splits = sorted(json.load(f)["splits"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ShardError(f"{path}: not a data_prep manifest ({e!r})") from e
+    for split in splits:
+        verify_shards(args.shards_dir, split, full=not args.quick)
+    checked = "sizes" if args.quick else "sizes and SHA-256"
+    print(f"{args.shards_dir}: shards of {', '.join(splits)} match {MANIFEST} ({checked})")
+
+
 def _demo_module():
     """data_prep.demo when it is there and offers the sub-command's two entry points."""
     if importlib.util.find_spec("data_prep.demo") is None:
@@ -185,6 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         "--out", required=True, metavar="REPORT_DIR", help="folder for the report files"
     )
     inspect_parser.set_defaults(run=_run_inspect)
+    verify_parser = commands.add_parser(
+        "verify",
+        help="check converted shards against the sizes and checksums in manifest.json",
+        description="Check that every shard manifest.json lists is there, unchanged (size and "
+        "SHA-256), and that no other shard of its splits is: what training checks at start-up "
+        "(sizes only). Exit status 2 with a one-line error naming the first bad shard.",
+    )
+    verify_parser.add_argument("shards_dir", metavar="SHARDS_DIR", help="a convert --output")
+    verify_parser.add_argument(
+        "--split", action="append", help="check this split (repeatable; default: all)"
+    )
+    verify_parser.add_argument(
+        "--quick", action="store_true", help="sizes only, no checksums (one stat per shard)"
+    )
+    verify_parser.set_defaults(run=_run_verify)
     demo = _demo_module()
     if demo is not None:
         demo_parser = commands.add_parser("demo", help="generate the built-in demo dataset")
@@ -194,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (SourceError, ConvertError, InspectError) as e:
+    except (SourceError, ConvertError, InspectError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,13 @@ that many seconds is killed and replaced, and the video is skipped; a worker tha
 its video the same way. Each shard is written under a temporary name, its sidecar (videos
 written, videos skipped) is saved, then the shard is renamed into place: a re-run finds the
 complete shards, leaves them alone and converts only the rest. manifest.json and the TFDS
-metadata are rebuilt from the sidecars at the end (see manifest.py).
+metadata are rebuilt from the sidecars at the end (see manifest.py), with each shard's size and
+SHA-256.
+
+Every video that decodes is kept, however short: a video of fewer frames than a training clip
+spans is stored as it is, and the training samplers loop its frames from frame 0
+(vssl_jax/data/sampling.py). What cannot be converted (not a video, no video stream, no
+decodable frame, cut short, too slow) is skipped, with its reason in manifest.json.
 """
 
 from __future__ import annotations
@@ -156,20 +162,25 @@ def _is_complete(output_dir: str, shard: _Shard, options: dict, tfrecord: bool) 
 
 
 def _remove_stale(output_dir: str, dataset_name: str, split: str, shards: list[_Shard]) -> None:
-    """Deletes this split's leftovers: temporary files and shards of an earlier, different plan."""
+    """Deletes this split's leftovers: temporary files and shards of an earlier, different plan.
+
+    Also the temporary files of a killed run's manifest.json and label_map.json.
+    """
     keep = {s.name for s in shards} | {manifest.tfrecord_name(s.name) for s in shards}
     keep |= {f"{name}.json" for name in keep}
     prefix = f"{dataset_name}-{split}."
+    leftovers = (f"{manifest.MANIFEST}.tmp-", f"{manifest.LABEL_MAP}.tmp-")
     for folder in (manifest.SIDECAR_DIR, manifest.TFRECORD_DIR, ""):
         path = os.path.join(output_dir, folder)
         if not os.path.isdir(path):
             continue
         for name in os.listdir(path):
-            if (
+            stale = (
                 name.startswith(prefix)
                 and name not in keep
                 and not name.endswith(manifest.PLAN_SUFFIX)
-            ):
+            )
+            if stale or (folder == "" and name.startswith(leftovers)):
                 os.remove(os.path.join(path, name))
 
 
@@ -234,9 +245,13 @@ def _write_shard(
         "tfrecord": tfrecord,
         "sources": [_source_key(s) for s in shard.sources],
         "num_bytes": os.path.getsize(array_record_path + suffix),
+        "sha256": manifest.file_sha256(array_record_path + suffix),
         "videos": videos,
         "skipped": skipped,
     }
+    if tfrecord:
+        sidecar["tfrecord_num_bytes"] = os.path.getsize(tfrecord_path + suffix)
+        sidecar["tfrecord_sha256"] = manifest.file_sha256(tfrecord_path + suffix)
     # The sidecar goes first: a shard under its final name always has one.
     manifest.write_json(manifest.sidecar_path(output_dir, shard.name), sidecar)
     if tfrecord:

@@ -5,13 +5,20 @@ videos written to it and those skipped; each converted split has a plan listing 
 the entries its listing skipped. manifest.json and the TFDS metadata are rebuilt from all of them
 at the end of every run, so they are right after an interrupted run is resumed, and splits
 converted by separate runs accumulate.
+
+manifest.json records each shard's size and SHA-256 (`splits.<split>.checksums`, keyed by the
+path relative to the folder, TFRecord twins included), so `verify_shards` can tell a shard that
+was deleted, replaced or changed after the conversion, and `sha256sum` can check one by hand.
 """
 
 from __future__ import annotations
 
 import collections
+import glob
+import hashlib
 import json
 import os
+import re
 
 from vssl_jax.data import records
 
@@ -26,6 +33,19 @@ PLAN_SUFFIX = ".split.json"
 
 class ConvertError(Exception):
     """A conversion that cannot go ahead; the message is one line naming the file."""
+
+
+class ShardError(ValueError):
+    """Shards that no longer match their manifest.json; the message is one line naming the shard."""
+
+
+def file_sha256(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks (what `sha256sum` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str, obj) -> None:
@@ -90,6 +110,42 @@ def check_compatible(output_dir: str, dataset_name: str, options: dict, splits: 
             )
 
 
+def _with_checksums(output_dir: str, sidecar: dict) -> dict:
+    """The sidecar with its shards' SHA-256; computed and saved for sidecars written without."""
+    shard = sidecar["shard"]
+    missing = "sha256" not in sidecar or (sidecar["tfrecord"] and "tfrecord_sha256" not in sidecar)
+    if not missing:
+        return sidecar
+    paths = [os.path.join(output_dir, shard)]
+    if sidecar["tfrecord"]:
+        paths.append(os.path.join(output_dir, TFRECORD_DIR, tfrecord_name(shard)))
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ConvertError(
+                f"{path}: shard of split '{sidecar['split']}' is missing; run its convert "
+                "command again to redo it"
+            )
+    sidecar = dict(sidecar, sha256=file_sha256(paths[0]))
+    if sidecar["tfrecord"]:
+        sidecar["tfrecord_num_bytes"] = os.path.getsize(paths[1])
+        sidecar["tfrecord_sha256"] = file_sha256(paths[1])
+    write_json(sidecar_path(output_dir, shard), sidecar)
+    return sidecar
+
+
+def _checksums(sidecars: list[dict]) -> dict[str, dict]:
+    """{path relative to the folder: {"num_bytes", "sha256"}} of every shard of a split."""
+    files = {}
+    for sidecar in sidecars:
+        files[sidecar["shard"]] = {"num_bytes": sidecar["num_bytes"], "sha256": sidecar["sha256"]}
+        if sidecar["tfrecord"]:
+            files[os.path.join(TFRECORD_DIR, tfrecord_name(sidecar["shard"]))] = {
+                "num_bytes": sidecar["tfrecord_num_bytes"],
+                "sha256": sidecar["tfrecord_sha256"],
+            }
+    return files
+
+
 def write_manifest(
     output_dir: str, dataset_name: str, options: dict, label_names: list[str]
 ) -> dict:
@@ -107,6 +163,7 @@ def write_manifest(
                 f"{output_dir}: split '{plan['split']}' is incomplete ({missing[0]} is missing); "
                 "run its convert command again to finish it"
             )
+        sidecars = [_with_checksums(output_dir, sidecar) for sidecar in sidecars]
         videos = [video for sidecar in sidecars for video in sidecar["videos"]]
         counts = collections.Counter(video["label_text"] for video in videos)
         summary = {
@@ -115,6 +172,7 @@ def write_manifest(
             "shards": plan["shards"],
             "per_class": {name: counts[name] for name in label_names},
             "num_frames": sum(video["num_frames"] for video in videos),
+            "checksums": _checksums(sidecars),
         }
         if sidecars and all(sidecar["tfrecord"] for sidecar in sidecars):
             summary["tfrecord_shards"] = [
@@ -162,3 +220,67 @@ def _write_tfds_metadata(output_dir: str, label_names: list[str], split_infos: l
         filename_template=records.TFDS_FILENAME_TEMPLATE,
         check_data=False,
     )
+
+
+def verify_shards(data_dir: str, split: str, *, full: bool = False) -> None:
+    """Checks the split's ArrayRecord shards against manifest.json; raises ShardError if off.
+
+    A shard listed in the manifest must exist with the size it had when it was written; a shard
+    of the split on disk (one the training pipeline would read) must be listed. That costs one
+    `stat` per shard. `full` also compares every shard's SHA-256, reading all of them.
+
+    A folder without manifest.json (shards written by other tools) is not checked. A manifest
+    from before sizes and checksums were recorded is checked for missing and extra shards only
+    (`full` refuses it); running its convert command again records them without converting.
+    """
+    manifest_path = os.path.join(data_dir, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        return
+    try:
+        manifest = _read_json(manifest_path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ShardError(f"{manifest_path}: not valid JSON ({e})") from e
+    splits = manifest.get("splits") if isinstance(manifest, dict) else None
+    if not isinstance(splits, dict) or split not in splits:
+        found = ", ".join(sorted(splits)) if isinstance(splits, dict) else "none"
+        raise ShardError(f"{manifest_path}: no split '{split}' (it lists: {found or 'none'})")
+    listed = splits[split].get("shards", [])
+    checksums = splits[split].get("checksums") or {}
+    redo = "re-run the convert command that made it to rebuild it, or restore the file"
+    for shard in listed:
+        path = os.path.join(data_dir, shard)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise ShardError(f"{path}: shard is missing (listed in {MANIFEST}); {redo}") from None
+        expected = checksums.get(shard)
+        if expected is not None and size != expected["num_bytes"]:
+            raise ShardError(
+                f"{path}: shard changed since it was written ({size} bytes, {MANIFEST} says "
+                f"{expected['num_bytes']}); {redo}"
+            )
+    # Whatever the training pipeline would read for this split (records.shard_paths).
+    pattern = os.path.join(glob.escape(data_dir), f"*-{split}.{records.ARRAY_RECORD}-*-of-*")
+    on_disk = sorted(
+        os.path.basename(p) for p in glob.glob(pattern) if re.fullmatch(r".*-of-\d+", p)
+    )
+    unknown = sorted(set(on_disk) - set(listed))
+    if unknown:
+        raise ShardError(
+            f"{os.path.join(data_dir, unknown[0])}: shard of split '{split}' is not in "
+            f"{MANIFEST} (left from another conversion?); delete it or re-run the convert command"
+        )
+    if not full:
+        return
+    for shard in listed:
+        path = os.path.join(data_dir, shard)
+        if shard not in checksums:
+            raise ShardError(
+                f"{path}: {MANIFEST} records no checksum for it (written by an older "
+                "data_prep); run its convert command again to add them"
+            )
+        if file_sha256(path) != checksums[shard]["sha256"]:
+            raise ShardError(
+                f"{path}: shard content changed since it was written (SHA-256 differs from "
+                f"{MANIFEST}); {redo}"
+            )

@@ -130,15 +130,42 @@ def apply_label_names(listing: Listing, label_names: list[str]) -> Listing:
 
 
 def _drop_duplicates(listing: Listing) -> Listing:
-    seen: set[tuple] = set()
+    """Keeps the first of the entries naming the same video (and time range) in one split."""
+    seen: dict[tuple, str] = {}  # key -> the label it was first listed with.
     sources, skipped = [], list(listing.skipped)
     for source in listing.sources:
         key = (source.split, source.path, source.start_time, source.end_time, source.frame_range)
         if key in seen:
-            skipped.append(_skip(source.path, source.split, "duplicate row"))
+            first = seen[key]
+            reason = "duplicate row"
+            if source.label_text != first:
+                reason += f" (label '{source.label_text}'; kept the first, labelled '{first}')"
+            skipped.append(_skip(source.path, source.split, reason))
         else:
-            seen.add(key)
+            seen[key] = source.label_text
             sources.append(source)
+    return dataclasses.replace(listing, sources=sources, skipped=skipped)
+
+
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _check_split_names(listing: Listing, input_path: str) -> Listing:
+    """Split names become file names (`<dataset>-<split>.array_record-...`): a row without one is
+    skipped, a list that names an unusable one is refused."""
+    names = {s.split for s in listing.sources} | {e["split"] for e in listing.skipped}
+    bad = sorted(name for name in names - {""} if not _SPLIT_NAME.fullmatch(name))
+    if bad:
+        raise SourceError(
+            f"{input_path}: split name '{bad[0]}' is not usable (letters, digits and _ only); "
+            "fix the list's split column"
+        )
+    if all(source.split for source in listing.sources):
+        return listing
+    skipped = listing.skipped + [
+        _skip(s.path, "", "no split") for s in listing.sources if not s.split
+    ]
+    sources = [source for source in listing.sources if source.split]
     return dataclasses.replace(listing, sources=sources, skipped=skipped)
 
 
@@ -491,6 +518,7 @@ def list_sources(
             f"{input_path}: unknown format '{input_format}' (one of {', '.join(FORMATS)})"
         )
     listing.input_format = input_format
+    listing = _check_split_names(listing, input_path)
     if label_map_path is not None:
         listing = apply_label_names(listing, load_label_map(label_map_path))
     return listing

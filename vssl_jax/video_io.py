@@ -4,6 +4,11 @@ data_prep uses it to turn videos into JPEG frames for the shards, and `predict` 
 video straight from disk, so both see the same frames, timestamps and resizing.
 
 Timestamps are seconds from the start of the video stream (its first presentation time is 0).
+
+Frames come out the way a player shows them: a display matrix in the container (phones record
+portrait video as landscape frames plus a 90-degree rotation) is applied to every frame, in
+right-angle steps (rotations and mirrors; another angle is rounded to the nearest right angle).
+`probe` reports the coded size, before that rotation.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from av.video.reformatter import VideoReformatter
 # Frame rates and user times are turned into exact fractions so that a frame at 0.1 s and a
 # requested start of 0.1 s compare equal; a microsecond grid is finer than any frame rate.
 _MAX_DENOMINATOR = 1_000_000
+# Frame threading keeps about one decoded frame per thread in flight (up to 17 on a big machine);
+# above this many pixels (4K DCI) the decoder uses slice threads only, which keep none extra: an
+# 8K frame is about 50 MB, and every conversion worker decodes one video.
+_FRAME_THREADING_MAX_PIXELS = 4096 * 2160
 
 
 class VideoDecodeError(Exception):
@@ -81,7 +90,8 @@ def _open(path: str) -> tuple[av.container.InputContainer, av.video.stream.Video
         container.close()
         raise VideoDecodeError(path, "has no video stream")
     stream = streams[0]
-    stream.thread_type = "AUTO"
+    pixels = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+    stream.thread_type = "SLICE" if pixels > _FRAME_THREADING_MAX_PIXELS else "AUTO"
     return container, stream
 
 
@@ -133,20 +143,56 @@ def _resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * short_side / height)), short_side
 
 
+def _orientation(frame: av.VideoFrame) -> tuple[bool, int, int] | None:
+    """How to turn a decoded picture as its display matrix says: (transpose, row step, column
+    step), or None to leave it as it is.
+
+    The matrix maps a coded pixel (x, y) to the displayed (a x + c y, b x + d y) (plus an
+    offset; FFmpeg's layout [a b u; c d v; x y w], 16.16 fixed point, y pointing down), so a
+    90-degree counter-clockwise rotation is a = d = 0, b = -1, c = 1. Snapped to the nearest
+    right angle: the matrix is axis-aligned when |a| >= |b|.
+    """
+    side_data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    if side_data is None:
+        return None
+    a, b, _, c, d = np.frombuffer(bytes(side_data), dtype="<i4", count=5).tolist()
+    if abs(a) >= abs(b):  # Displayed x follows coded x: maybe mirrored.
+        turn = (False, -1 if d < 0 else 1, -1 if a < 0 else 1)
+    else:  # Displayed x follows coded y: transposed, then mirrored along each axis by the signs.
+        turn = (True, -1 if b < 0 else 1, -1 if c < 0 else 1)
+    return None if turn == (False, 1, 1) else turn
+
+
 class _RGBConverter:
-    """Turns decoded frames into C-contiguous [height, width, 3] uint8 RGB arrays.
+    """Turns decoded frames into C-contiguous [height, width, 3] uint8 RGB arrays, as displayed.
 
     One per decode: the reformatter keeps its scaling context from frame to frame, where
-    `frame.reformat` builds a new one for every frame (2-4x slower at these sizes).
+    `frame.reformat` builds a new one for every frame (2-4x slower at these sizes). The resize
+    comes before the rotation (the short side is the same either way), on the smaller picture.
     """
 
     def __init__(self, short_side: int | None):
         self._short_side = short_side
         self._reformatter = VideoReformatter()
+        self._turn: tuple[bool, int, int] | None = None
+        self._turn_read = False
+
+    def _orient(self, rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+        if not self._turn_read:
+            # Read once, from the first frame: the matrix belongs to the stream (FFmpeg copies it
+            # to every frame), and PyAV's `frame.side_data` ties the frame into a reference cycle
+            # that keeps it (50 MB at 8K) in memory until the garbage collector runs.
+            self._turn, self._turn_read = _orientation(frame), True
+        if self._turn is None:
+            return rgb
+        transpose, rows, columns = self._turn
+        if transpose:
+            rgb = rgb.transpose(1, 0, 2)
+        return np.ascontiguousarray(rgb[::rows, ::columns])
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self._short_side is None:
-            return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+            return self._orient(np.ascontiguousarray(frame.to_ndarray(format="rgb24")), frame)
         width, height = _resized_size(frame.width, frame.height, self._short_side)
         shrinking = width * height < frame.width * frame.height
         resized = self._reformatter.reformat(
@@ -158,7 +204,7 @@ class _RGBConverter:
         )
         # Rows of the reformatted frame are padded to an alignment; the JPEG encoder needs them
         # packed.
-        return np.ascontiguousarray(resized.to_ndarray())
+        return self._orient(np.ascontiguousarray(resized.to_ndarray()), frame)
 
 
 def _decoded(
@@ -232,7 +278,9 @@ def _frames(
     short_side: int | None,
     start_time: float | None,
     end_time: float | None,
+    source_grid: bool = False,
 ) -> Iterator[tuple[float, np.ndarray]]:
+    """iter_frames's frames; with `source_grid` (and no fps), decode_to_jpegs's uniform ones."""
     start = _fraction(start_time) if start_time else Fraction(0)
     end = _fraction(end_time) if end_time is not None else None
     if end is not None and end <= start:
@@ -242,7 +290,42 @@ def _frames(
     to_rgb = _RGBConverter(short_side)
     yielded = 0
 
-    if fps is None:
+    if fps is None and source_grid:
+        # Output times t_k = t_0 + k / rate from the first frame in range on; output frame k is
+        # the decoded frame nearest to t_k (the earlier of two as near). A constant-rate stream
+        # gives each of its frames once, whatever the rounding of its timestamps; a variable-rate
+        # one is evened out (frames repeated in slow stretches, dropped in fast ones).
+        rate = _frame_rate(stream)
+        if rate is None:
+            raise VideoDecodeError(path, "video stream has no frame rate; pass an fps")
+        step = 1 / rate
+        first = target = Fraction(0)
+        held = None
+        for time, frame in _decoded(path, container, stream, start):
+            if time < start:
+                continue
+            if end is not None and time >= end:
+                break
+            if held is None:
+                first = target = time
+            else:
+                middle = (held.time + time) / 2
+                while target <= middle:
+                    yield float(target), held.rgb()
+                    yielded += 1
+                    target = first + yielded * step
+            held = _Held(time, frame, to_rgb)
+        if held is not None:
+            # The last frame covers targets up to its end, less half a period so that a
+            # rounded-up duration does not add a frame; and not past the trim.
+            limit = _frame_end(held.time, held.frame, stream) - step / 2
+            if end is not None:
+                limit = min(limit, end)
+            while target < limit or target == held.time:
+                yield float(target), held.rgb()
+                yielded += 1
+                target = first + yielded * step
+    elif fps is None:
         for time, frame in _decoded(path, container, stream, start):
             if time < start:
                 continue
@@ -277,6 +360,8 @@ def _frames(
                 target = start + yielded * step
 
     if not yielded:
+        if not start and end is None:
+            raise VideoDecodeError(path, "no decodable frames")
         where = f" between {float(start)} s and {float(end)} s" if end is not None else ""
         if start and end is None:
             where = f" after {float(start)} s"
@@ -335,7 +420,10 @@ def decode_to_jpegs(
     """Decodes a video (or the [start_time, end_time) range of it) into JPEG frames.
 
     Frames follow `iter_frames`'s rule and each is JPEG-encoded as soon as it is decoded, so only
-    the compressed frames are kept.
+    the compressed frames are kept. With `fps=None` the clip is at the source's average frame
+    rate: frame k is the decoded frame nearest to t_0 + k / rate (t_0: the first frame in the
+    range), which is every frame once for a constant-rate video and evens out a variable-rate
+    one, so the clip's frames are always 1 / fps apart.
     """
     container, stream = _open(path)
     with container:
@@ -355,6 +443,7 @@ def decode_to_jpegs(
             short_side=short_side,
             start_time=start_time,
             end_time=end_time,
+            source_grid=True,
         ):
             jpegs.append(
                 simplejpeg.encode_jpeg(
