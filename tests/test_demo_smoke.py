@@ -101,3 +101,23 @@ def test_predict_refuses_bad_requests_in_one_line(smoke_run, extra, expected):
     assert result.returncode == 2
     assert expected in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_training_refuses_shards_that_changed_since_conversion(smoke_run, tmp_path):
+    import shutil
+
+    demo = os.path.join(os.environ["VSSL_JAX_CACHE"], "demo-64px-16x6-seed0")
+    copy = tmp_path / "demo"
+    shutil.copytree(demo, copy, ignore=shutil.ignore_patterns("raw"))
+    shard = sorted(copy.glob("demo-val.array_record-*"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])  # as a partial copy or a disk error would
+    result = _run(
+        "vssl_jax.main",
+        "--config=configs/demo.py:smoke",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.data.builtin=",
+        f"--config.data.data_dir={copy}",
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and shard.name in last, result.stderr[-2000:]

@@ -27,8 +27,14 @@ def resolve(data_config) -> str:
     return data_config.data_dir
 
 
-def prepare(data_config) -> str:
-    """Returns the shard folder for `config.data`, building the demo dataset if it is missing."""
+def prepare(data_config, splits: tuple[str, ...]) -> str:
+    """Returns the shard folder for `config.data`, building the demo dataset if it is missing.
+
+    The shards of `splits` are checked against the manifest (present, same sizes): data that
+    changed since conversion is an error, not a silently different experiment.
+    """
+    from data_prep.manifest import verify_shards
+
     data_dir = resolve(data_config)
     if data_config.builtin == "demo":
         demo = data_config.demo
@@ -44,4 +50,6 @@ def prepare(data_config) -> str:
             )
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("demo dataset ready")
+    for split in dict.fromkeys(splits):
+        verify_shards(data_dir, split)
     return data_dir

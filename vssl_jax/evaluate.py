@@ -149,7 +149,10 @@ def restore_latest(config, workdir: str, *, build_data: bool = True):
 
     `build_data=False` only locates the dataset (its label map and manifest) and builds nothing.
     """
-    data_dir = (datasets.prepare if build_data else datasets.resolve)(config.data)
+    if build_data:
+        data_dir = datasets.prepare(config.data, splits=(config.data.eval_split,))
+    else:
+        data_dir = datasets.resolve(config.data)
     label_names = pipeline.load_label_names(data_dir)
     mesh = sharding.make_mesh(config.mesh)
     spec = make_state_spec(config, len(label_names), mesh)

@@ -102,7 +102,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     Returns the final eval results (also written to `workdir/eval_results.json`).
     """
     # ---------------------------------------------------------------- Input
-    data_dir = datasets.prepare(config.data)
+    data_dir = datasets.prepare(
+        config.data, splits=(config.data.train_split, config.data.eval_split)
+    )
     label_names = pipeline.load_label_names(data_dir)
     spec_clip = pipeline.clip_spec(config.data)
 
