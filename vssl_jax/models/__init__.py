@@ -1,10 +1,19 @@
 """Video models (Flax NNX, channels-last `[batch, time, height, width, channels]`).
 
-Every model takes `(video, *, train, rngs=None)` and returns logits `[batch, num_classes]`, and
-`features(video, *, train)` returns the pooled representation `[batch, feature_dim]`.
+Every model takes `(video, *, train, rngs=None)` and returns float32 logits `[batch, num_classes]`,
+and `features(video, *, train)` returns the pooled representation `[batch, feature_dim]`.
+`python -m vssl_jax.models --list` prints the registered names; `--summary NAME` their size.
 """
 
-from vssl_jax.models import resnet3d  # noqa: F401  (registers its models)
+# Importing a family registers its models.
+from vssl_jax.models import (  # noqa: F401
+    c3d,
+    cnn_lstm,
+    frame_transformer,
+    inception3d,
+    resnet3d,
+    tsn,
+)
 from vssl_jax.models.registry import get, names, register
 
 __all__ = ["get", "names", "register", "create"]

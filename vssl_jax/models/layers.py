@@ -7,10 +7,15 @@ slower than its 2D one (3-6x forward and input-gradient on R3D-sized layers, mea
 `benchmarks/conv3d_cpu.py`); on GPU and TPU it is the native 3D convolution. Both compute the same
 function; `tests/test_layers.py` checks values and gradients against `lax.conv_general_dilated`.
 `VSSL_JAX_CONV3D=native|taps` forces one implementation (for benchmarks).
+
+Also here: the building blocks that several model families share (conv + BatchNorm + ReLU, pooling,
+torch-compatible initialisers and BatchNorm settings), so that a model file holds only its
+architecture.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -21,6 +26,9 @@ from jax import lax
 
 Padding = Sequence[tuple[int, int]]
 _default_kernel_init = nnx.initializers.lecun_normal()
+
+# torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu").
+conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _use_temporal_taps() -> bool:
@@ -64,8 +72,17 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides, padding: Padding) -> jax.Ar
     return conv3d_native(x, kernel, strides, padding)
 
 
+def same_padding(sizes: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int]):
+    """TensorFlow's 'SAME' padding (the extra pixel at the end), as I3D-style models compute it."""
+    return lax.padtype_to_pads(tuple(sizes), tuple(kernel_size), tuple(strides), "SAME")
+
+
 class Conv3D(nnx.Module):
-    """3D convolution; `padding` defaults to k // 2 on each side (torch's `padding=k // 2`)."""
+    """3D convolution; `padding` defaults to k // 2 on each side (torch's `padding=k // 2`).
+
+    `padding="SAME"` pads like TensorFlow, from the input size at call time (I3D and the
+    ResNet-I3D seed compute their padding that way).
+    """
 
     def __init__(
         self,
@@ -74,7 +91,7 @@ class Conv3D(nnx.Module):
         kernel_size: Sequence[int],
         strides: Sequence[int] = (1, 1, 1),
         *,
-        padding: Padding | None = None,
+        padding: Padding | str | None = None,
         use_bias: bool = False,
         kernel_init=_default_kernel_init,
         dtype=jnp.float32,
@@ -85,12 +102,96 @@ class Conv3D(nnx.Module):
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
         self.strides = tuple(strides)
-        self.padding = tuple(padding or [(k // 2, k // 2) for k in kernel_size])
+        if padding == "SAME":
+            self.padding = padding
+        else:
+            self.padding = tuple(padding or [(k // 2, k // 2) for k in kernel_size])
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel.value.astype(self.dtype)
-        y = conv3d(x.astype(self.dtype), kernel, self.strides, self.padding)
+        kernel = self.kernel[...].astype(self.dtype)
+        padding = self.padding
+        if padding == "SAME":
+            padding = same_padding(x.shape[1:4], kernel.shape[:3], self.strides)
+        y = conv3d(x.astype(self.dtype), kernel, self.strides, padding)
         if self.bias is not None:
-            y = y + self.bias.value.astype(self.dtype)
+            y = y + self.bias[...].astype(self.dtype)
         return y
+
+
+def batch_norm(
+    channels: int,
+    *,
+    momentum: float = 0.1,
+    epsilon: float = 1e-5,
+    zero_init: bool = False,
+    dtype,
+    rngs: nnx.Rngs,
+) -> nnx.BatchNorm:
+    """BatchNorm with torch's conventions: `momentum` is torch's (flax's is 1 - it)."""
+    return nnx.BatchNorm(
+        channels,
+        momentum=1.0 - momentum,
+        epsilon=epsilon,
+        scale_init=nnx.initializers.zeros if zero_init else nnx.initializers.ones,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class ConvBN(nnx.Module):
+    """Conv3D (no bias) -> BatchNorm -> ReLU: the unit of the Inception-style video models."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: Sequence[int],
+        strides: Sequence[int] = (1, 1, 1),
+        *,
+        padding: Padding | str | None = None,
+        bn_momentum: float = 0.1,
+        bn_epsilon: float = 1e-5,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
+        self.conv = Conv3D(
+            cin,
+            cout,
+            kernel_size,
+            strides,
+            padding=padding,
+            kernel_init=conv_init,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.bn = batch_norm(cout, momentum=bn_momentum, epsilon=bn_epsilon, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        return nnx.relu(self.bn(self.conv(x), use_running_average=not train))
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int], padding: Padding):
+    """Max-pool over the axes between batch and channels; padding counts as -inf (torch's)."""
+    dims = (1, *window, 1)
+    return lax.reduce_window(
+        x,
+        -jnp.inf,
+        lax.max,
+        dims,
+        (1, *strides, 1),
+        ((0, 0), *padding, (0, 0)),
+    )
+
+
+def max_pool_same(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
+    """Max-pool with TensorFlow 'SAME' padding. I3D pads with zeros there; its inputs are ReLU
+    outputs (>= 0), where zero and -inf padding give the same maximum."""
+    return max_pool(x, window, strides, same_padding(x.shape[1:-1], window, strides))
+
+
+def avg_pool_valid(x: jax.Array, window: Sequence[int]) -> jax.Array:
+    """Stride-1 average pool without padding over the axes between batch and channels."""
+    dims = (1, *window, 1)
+    total = lax.reduce_window(x, 0.0, lax.add, dims, (1,) * x.ndim, "VALID")
+    return total / math.prod(window)

@@ -1,0 +1,17 @@
+"""ResNet-50-I3D of the video_classification_pytorch seed, 32x224x224 clips. `model.inflate` 0/1/2
+selects the seed's inflate mode (see vssl_jax/models/resnet3d.py); `model.non_local=True` adds
+the 5 non-local blocks of Wang et al. 2018.
+
+Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: see
+`configs/supervised.py`.
+"""
+
+from __future__ import annotations
+
+from configs.supervised import supervised_config
+
+
+def get_config(arg: str | None = None):
+    return supervised_config(
+        "i3d_resnet50", arg, num_frames=32, crop_size=224, model={"inflate": 1, "non_local": False}
+    )

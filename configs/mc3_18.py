@@ -1,0 +1,13 @@
+"""MC3-18 (torchvision `video.mc3_18`): 3D convs in stage 1, 2D after; 16x112x112 clips.
+
+Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: see
+`configs/supervised.py`.
+"""
+
+from __future__ import annotations
+
+from configs.supervised import supervised_config
+
+
+def get_config(arg: str | None = None):
+    return supervised_config("mc3_18", arg)

@@ -1,0 +1,13 @@
+"""R3D-18 (torchvision `video.r3d_18`; Tran et al. 2018), 16x112x112 clips.
+
+Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: see
+`configs/supervised.py`.
+"""
+
+from __future__ import annotations
+
+from configs.supervised import supervised_config
+
+
+def get_config(arg: str | None = None):
+    return supervised_config("r3d_18", arg)

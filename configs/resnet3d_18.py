@@ -1,0 +1,13 @@
+"""3D ResNet-18 of Hara et al. 2018 (7x7x7 stem, max-pool), 16x112x112 clips.
+
+Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: see
+`configs/supervised.py`.
+"""
+
+from __future__ import annotations
+
+from configs.supervised import supervised_config
+
+
+def get_config(arg: str | None = None):
+    return supervised_config("resnet3d_18", arg)

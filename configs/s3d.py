@@ -1,0 +1,13 @@
+"""S3D (Xie et al. 2018; torchvision `video.s3d`), 64 consecutive frames at 224 px.
+
+Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: see
+`configs/supervised.py`.
+"""
+
+from __future__ import annotations
+
+from configs.supervised import supervised_config
+
+
+def get_config(arg: str | None = None):
+    return supervised_config("s3d", arg, num_frames=64, frame_stride=1, crop_size=224)

@@ -1,0 +1,21 @@
+"""TSN with a ResNet-50 (as `configs/tsn_resnet18.py`).
+
+Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: see
+`configs/supervised.py`.
+"""
+
+from __future__ import annotations
+
+from configs.supervised import supervised_config
+
+
+def get_config(arg: str | None = None):
+    return supervised_config(
+        "tsn_resnet50",
+        arg,
+        num_frames=3,
+        frame_stride=24,
+        crop_size=224,
+        model={"dropout": 0.8},
+        demo_model={},
+    )
