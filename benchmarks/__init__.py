@@ -1,0 +1,1 @@
+"""Benchmarks of vssl_jax; run each from the repository root as `python -m benchmarks.NAME`."""
