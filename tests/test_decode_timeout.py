@@ -123,13 +123,15 @@ def _looped_copy(source: str, destination: str, times: int) -> str:
 
 
 _MEASURE = """
-import json, resource, shutil, sys, tempfile
+import json, shutil, sys, tempfile
 import tensorflow_datasets  # The manifest writer's import, loaded before measuring.
 from data_prep.convert import convert
 from data_prep.sources import Listing, VideoSource
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux.
+    # VmHWM, not ru_maxrss: a child's ru_maxrss can start at its parent's (pytest's) peak.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 def run(path):
     out = tempfile.mkdtemp()
@@ -139,6 +141,8 @@ def run(path):
 
 short, long = sys.argv[1:]
 run(short)  # Warm up: codecs, encoders, the writers.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # Peak RSS := current RSS.
 before = peak_mib()
 run(short)
 after_short = peak_mib()
