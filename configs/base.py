@@ -60,6 +60,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval_every = 0  # 0: evaluate only at the end.
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
+    # Pretrained weights to start from (`python -m vssl_jax.tools.import_torch --out DIR`);
+    # arrays of another shape (a classifier for other classes) keep their initial values.
+    config.init_from = ""
     # A step whose loss or gradient is not finite stops the run (naming the step) before any
     # checkpoint is written; True instead skips such updates and counts them in the metrics.
     config.skip_nonfinite = False

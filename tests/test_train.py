@@ -215,3 +215,37 @@ def test_features_stage_writes_aligned_features_labels_and_paths(uninterrupted, 
     # Record order; the tiny set's labels alternate and its paths are val/000.mp4, val/001.mp4...
     assert paths == [f"val/{i:03d}.mp4" for i in range(10)]
     assert labels.tolist() == [i % 2 for i in range(10)]
+
+
+def test_init_from_loads_matching_arrays_and_keeps_a_new_classifier(tiny_dataset, tmp_path):
+    """Weights saved from a 5-class model start a 2-class run: all but the head are loaded."""
+    import jax
+
+    from vssl_jax import models, sharding
+    from vssl_jax.models import pretrained
+    from vssl_jax.state import initial_state, make_state_spec
+
+    config = tiny_config(tiny_dataset, init_from=str(tmp_path / "pretrained"))
+    source = models.create(config.model, 5, seed=123)
+    pretrained.save(source, config.init_from)
+    want = pretrained.flat_arrays(nnx_state_params(source))
+
+    spec = make_state_spec(config, 2, sharding.make_mesh(config.mesh))
+    fresh = initial_state(spec)
+    loaded = train.load_pretrained(fresh, config.init_from)
+    got = pretrained.flat_arrays(loaded["params"])
+    before = pretrained.flat_arrays(fresh["params"])
+    assert set(got) == set(want)
+    for key, value in got.items():
+        if key.startswith("head."):  # 5 vs 2 classes: keeps its initial values
+            np.testing.assert_array_equal(value, before[key])
+        else:
+            np.testing.assert_array_equal(value, want[key])
+    assert any(not np.array_equal(before[k], want[k]) for k in want if not k.startswith("head."))
+    jax.block_until_ready(loaded)
+
+
+def nnx_state_params(model):
+    from flax import nnx
+
+    return nnx.state(model, nnx.Param)

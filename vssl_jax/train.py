@@ -20,6 +20,7 @@ from flax import nnx
 from vssl_jax import checkpoint, datasets, evaluate, objectives, optimizers, plots, sharding
 from vssl_jax.data import pipeline
 from vssl_jax.metric_writer import MetricWriter
+from vssl_jax.models import pretrained
 from vssl_jax.state import StateSpec, initial_state, make_state_spec, normalized
 
 
@@ -58,6 +59,15 @@ def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, 
             {k: state[k] for k in updated},
         )
     return {**updated, "step": state["step"] + 1, "rng": state["rng"]}, metrics
+
+
+def load_pretrained(state: dict, directory: str) -> dict:
+    """`state` with the arrays of a `vssl_jax.models.pretrained` checkpoint that fit."""
+    arrays = pretrained.restore(directory)
+    params, kept = pretrained.load_into(state["params"], arrays["params"])
+    model_state, _ = pretrained.load_into(state["model_state"], arrays["model_state"])
+    logging.info("Initialised from %s; kept initial %s", directory, ", ".join(kept) or "nothing")
+    return {**state, "params": params, "model_state": model_state}
 
 
 def _window_metrics(history: list[dict], first_step: int, skip_nonfinite: bool) -> dict:
@@ -150,6 +160,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         logging.info("Resumed from %s at step %d", checkpointer.directory, state["step"])
     else:
         state = initial_state(spec)
+        if config.init_from:
+            state = load_pretrained(state, config.init_from)
     step = int(jax.device_get(state["step"]))
 
     # ---------------------------------------------------------------- Loop
