@@ -129,7 +129,7 @@ def run_jax(args) -> dict:
             train_step,
             spec=spec,
             config=config,
-            objective=objectives.get(config.objective.name),
+            objective=objectives.get(config.objective.name).loss,
             schedule=schedule,
         ),
         in_shardings=(spec.shardings, batch_sharding),

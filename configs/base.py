@@ -7,7 +7,10 @@ import ml_collections
 
 def get_base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.stage = "train"  # "train" (supervised from scratch) or "eval" (latest checkpoint).
+    # "train" (supervised from scratch), "pretrain" (self-supervised objective, kNN eval),
+    # "finetune" / "linear_probe" (from `init_from`'s encoder; whole network / classifier only),
+    # "knn" (retrieval with `init_from`'s or the latest checkpoint's encoder), "eval", "features".
+    config.stage = "train"
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
@@ -52,6 +55,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.optimizer.lr_steps = ()  # "step" schedule: steps where lr *= lr_decay.
     config.optimizer.lr_decay = 0.1
     config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
+    # Regex on parameter paths ("encoder/blocks/0/conv1/kernel"); only matches are updated.
+    # "" trains everything; the linear_probe stage sets "^head/".
+    config.optimizer.trainable = ""
 
     config.batch_size = 32  # Global, over all devices and hosts.
     config.eval_batch_size = 32
@@ -60,9 +66,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval_every = 0  # 0: evaluate only at the end.
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
-    # Pretrained weights to start from (`python -m vssl_jax.tools.import_torch --out DIR`);
-    # arrays of another shape (a classifier for other classes) keep their initial values.
+    # Weights to start from: a pretrain/train workdir (its latest checkpoint's encoder) or a
+    # `python -m vssl_jax.tools.import_torch --out DIR` folder. The classifier head is not
+    # loaded when its shape differs; any other shape mismatch is an error naming the paths.
     config.init_from = ""
+
+    # Retrieval / kNN (the `knn` stage and the end of `pretrain`): features of `eval_split`
+    # clips query those of `train_split`, cosine similarity.
+    config.knn = ml_collections.ConfigDict()
+    config.knn.recall_at = (1, 5, 10, 20, 50)
+    config.knn.k = 20  # Neighbours that vote for the kNN top-1 (weighted as Wu et al. 2018).
+    config.knn.temperature = 0.07
     # A step whose loss or gradient is not finite stops the run (naming the step) before any
     # checkpoint is written; True instead skips such updates and counts them in the metrics.
     config.skip_nonfinite = False

@@ -223,7 +223,7 @@ def test_init_from_loads_matching_arrays_and_keeps_a_new_classifier(tiny_dataset
 
     from vssl_jax import models, sharding
     from vssl_jax.models import pretrained
-    from vssl_jax.state import initial_state, make_state_spec
+    from vssl_jax.state import initial_state, load_pretrained, make_state_spec
 
     config = tiny_config(tiny_dataset, init_from=str(tmp_path / "pretrained"))
     source = models.create(config.model, 5, seed=123)
@@ -232,7 +232,7 @@ def test_init_from_loads_matching_arrays_and_keeps_a_new_classifier(tiny_dataset
 
     spec = make_state_spec(config, 2, sharding.make_mesh(config.mesh))
     fresh = initial_state(spec)
-    loaded = train.load_pretrained(fresh, config.init_from)
+    loaded = load_pretrained(fresh, config.init_from, config.model.name)
     got = pretrained.flat_arrays(loaded["params"])
     before = pretrained.flat_arrays(fresh["params"])
     assert set(got) == set(want)

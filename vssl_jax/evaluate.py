@@ -18,7 +18,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from vssl_jax import checkpoint, datasets, sharding
+from vssl_jax import checkpoint, datasets, objectives, sharding
 from vssl_jax.data import pipeline, records
 from vssl_jax.state import make_state_spec, normalized
 
@@ -26,8 +26,9 @@ RESULTS_FILE = "eval_results.json"
 
 
 def _views_model(state: dict, batch: dict, spec, config):
-    """(model, normalised views `[batch * views, T, H, W, 3]`, batch, views)."""
+    """(encoder, normalised views `[batch * views, T, H, W, 3]`, batch, views)."""
     model = nnx.merge(spec.graphdef, state["params"], state["model_state"], copy=True)
+    model = objectives.encoder_of(model)
     video = normalized(batch, config)["video"]  # [batch, views, T, H, W, 3]
     batch_size, views = video.shape[:2]
     return model, video.reshape(batch_size * views, *video.shape[2:]), batch_size, views
@@ -61,14 +62,16 @@ def make_eval_step(spec, config, mesh, step=eval_step):
     )
 
 
-def run_over_split(step_fn, config, state: dict, mesh, data_dir: str) -> dict[str, np.ndarray]:
-    """Runs `step_fn` over every video of `config.data.eval_split` once.
+def run_over_split(
+    step_fn, config, state: dict, mesh, data_dir: str, split: str | None = None
+) -> dict[str, np.ndarray]:
+    """Runs `step_fn` over every video of `split` (default `config.data.eval_split`) once.
 
     Returns host arrays of the real (unpadded) videos, sorted by record index.
     """
     dataset, num_batches = pipeline.eval_dataset(
         data_dir,
-        config.data.eval_split,
+        split or config.data.eval_split,
         pipeline.clip_spec(config.data),
         global_batch_size=config.eval_batch_size,
         num_workers=config.data.num_workers,
@@ -133,7 +136,9 @@ def evaluate(
 
 
 def scalar_results(results: dict) -> dict[str, float]:
-    return {k: results[k] for k in ("top1", "top5", "mean_class_accuracy")}
+    """The headline numbers of accuracy or kNN results, for the metric writer."""
+    names = ("top1", "top5", "mean_class_accuracy", "knn_top1")
+    return {k: v for k, v in results.items() if k in names or k.startswith("recall_at_")}
 
 
 def write_results(workdir: str, results: dict) -> str:

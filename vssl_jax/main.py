@@ -27,21 +27,33 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, KeyError)
 
 def run(config, workdir: str) -> dict:
     """Runs `config.stage` in `workdir`; returns its results."""
-    from vssl_jax import evaluate, models, objectives, train
+    from vssl_jax import evaluate, knn, models, objectives, train
 
-    # Fail on misspelt names before any data is built or read.
+    # Fail on misspelt names and contradictory settings before any data is built or read.
     models.get(config.model.name)
     objectives.get(config.objective.name)
+    stages = {
+        "train": train.train_and_evaluate,
+        "pretrain": train.train_and_evaluate,
+        "finetune": train.train_and_evaluate,
+        "linear_probe": train.train_and_evaluate,
+        "knn": knn.knn_stage,
+        "eval": evaluate.evaluate_checkpoint,
+        "features": evaluate.extract_features,
+    }
+    if config.stage not in stages:
+        raise ValueError(f"config.stage: unknown stage '{config.stage}' ({', '.join(stages)})")
+    if config.stage == "linear_probe" and not (
+        config.objective.name == "linear_probe" and config.optimizer.trainable
+    ):
+        raise ValueError(
+            "stage linear_probe needs objective.name='linear_probe' and optimizer.trainable="
+            "'^head/' (configs/ssl.py's derived_config sets both)"
+        )
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    if config.stage == "train":
-        return train.train_and_evaluate(config, workdir)
-    if config.stage == "eval":
-        return evaluate.evaluate_checkpoint(config, workdir)
-    if config.stage == "features":
-        return evaluate.extract_features(config, workdir)
-    raise ValueError(f"config.stage: unknown stage '{config.stage}' (train, eval, features)")
+    return stages[config.stage](config, workdir)
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -105,6 +117,9 @@ def main(argv: list[str]) -> None:
     if "top1" in results:
         summary = {k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "num_examples")}
         print(f"final {results['split']} accuracy: {json.dumps(summary)}")
+    elif "knn_top1" in results:
+        summary = {k: v for k, v in results.items() if k.startswith(("recall_at", "knn_top1"))}
+        print(f"final {results['split']} nearest neighbours: {json.dumps(summary)}")
     else:
         print(
             f"features of {results['num_examples']} {results['split']} videos "

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import optax
+
+from vssl_jax.sharding import path_string
 
 
 def learning_rate_schedule(opt_config, num_train_steps: int) -> optax.Schedule:
@@ -45,4 +49,19 @@ def create_optimizer(opt_config, num_train_steps: int) -> optax.GradientTransfor
         raise ValueError(f"unknown optimizer.name '{opt_config.name}' (sgd, adamw)")
     if opt_config.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
+    if opt_config.trainable:
+        tx = _only_trainable(tx, opt_config.trainable)
     return tx
+
+
+def _only_trainable(tx: optax.GradientTransformation, pattern: str) -> optax.GradientTransformation:
+    """`tx` on the parameters whose path ('encoder/blocks/0/conv1/kernel') matches `pattern`;
+    the others get zero updates (frozen: no step, no weight decay, no optimizer moments)."""
+    trainable = re.compile(pattern)
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "train" if trainable.search(path_string(path)) else "frozen", params
+        )
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

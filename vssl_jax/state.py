@@ -13,10 +13,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from absl import logging
 from flax import nnx
 
-from vssl_jax import models, optimizers, sharding
+from vssl_jax import models, objectives, optimizers, sharding
 from vssl_jax.data import transforms
+from vssl_jax.models import pretrained
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -31,8 +33,14 @@ class StateSpec:
 
 
 def make_state_spec(config, num_classes: int, mesh) -> StateSpec:
+    """The model is the encoder that `config.model` names, wrapped by the objective's heads."""
+    objective = objectives.get(config.objective.name)
+
     def new_model():
-        return models.create(config.model, num_classes, seed=config.seed)
+        encoder = models.create(config.model, num_classes, seed=config.seed)
+        # Heads draw from their own stream, so adding one never changes the encoder's init.
+        heads_rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
+        return objective.build_model(encoder, config.objective, heads_rngs)
 
     tx = optimizers.create_optimizer(config.optimizer, config.num_train_steps)
 
@@ -71,3 +79,24 @@ def normalized(batch: dict, config) -> dict:
         batch["video"], config.data.mean, config.data.std, jnp.dtype(config.model.dtype)
     )
     return {**batch, "video": video}
+
+
+def load_pretrained(state: dict, directory: str, model_name: str) -> dict:
+    """`state` with its encoder's arrays taken from `directory` (a workdir or an imported model).
+
+    A model of the zoo is its own encoder; an objective's wrapper holds it under `encoder`.
+    The classifier keeps its initial values when its shape differs (other classes); any other
+    shape mismatch, or a checkpoint of another model, is an error naming the arrays.
+    """
+    arrays = pretrained.restore_encoder(directory)
+    wrapped = "encoder" in state["params"]
+    params = state["params"]["encoder"] if wrapped else state["params"]
+    model_state = state["model_state"]["encoder"] if wrapped else state["model_state"]
+    pretrained.check_fits(params, arrays["params"], directory, model_name)
+    params, kept = pretrained.load_into(params, arrays["params"])
+    model_state, _ = pretrained.load_into(model_state, arrays["model_state"])
+    logging.info("Initialised from %s; kept initial %s", directory, ", ".join(kept) or "nothing")
+    if wrapped:
+        params = nnx.State({**state["params"], "encoder": params})
+        model_state = nnx.State({**state["model_state"], "encoder": model_state})
+    return {**state, "params": params, "model_state": model_state}

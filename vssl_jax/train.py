@@ -17,23 +17,30 @@ import optax
 from absl import logging
 from flax import nnx
 
-from vssl_jax import checkpoint, datasets, evaluate, objectives, optimizers, plots, sharding
+from vssl_jax import (
+    checkpoint,
+    datasets,
+    evaluate,
+    knn,
+    objectives,
+    optimizers,
+    plots,
+    sharding,
+)
 from vssl_jax.data import pipeline
 from vssl_jax.metric_writer import MetricWriter
-from vssl_jax.models import pretrained
-from vssl_jax.state import StateSpec, initial_state, make_state_spec, normalized
+from vssl_jax.state import StateSpec, initial_state, load_pretrained, make_state_spec, normalized
 
 
 def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, schedule):
     """One update on a global batch. Returns (new state, scalar metrics)."""
-    rng = jax.random.fold_in(state["rng"], state["step"])
+    dropout_rng, augment_rng = jax.random.split(jax.random.fold_in(state["rng"], state["step"]))
     batch = normalized(batch, config)
 
     def loss_fn(params):
         model = nnx.merge(spec.graphdef, params, state["model_state"], copy=True)
-        loss, metrics = objective(
-            model, batch, train=True, rngs=nnx.Rngs(dropout=rng), config=config.objective
-        )
+        rngs = nnx.Rngs(dropout=dropout_rng, augment=augment_rng)
+        loss, metrics = objective(model, batch, train=True, rngs=rngs, config=config.objective)
         return loss, (metrics, nnx.split(model, nnx.Param, ...)[2])
 
     (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -59,15 +66,6 @@ def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, 
             {k: state[k] for k in updated},
         )
     return {**updated, "step": state["step"] + 1, "rng": state["rng"]}, metrics
-
-
-def load_pretrained(state: dict, directory: str) -> dict:
-    """`state` with the arrays of a `vssl_jax.models.pretrained` checkpoint that fit."""
-    arrays = pretrained.restore(directory)
-    params, kept = pretrained.load_into(state["params"], arrays["params"])
-    model_state, _ = pretrained.load_into(state["model_state"], arrays["model_state"])
-    logging.info("Initialised from %s; kept initial %s", directory, ", ".join(kept) or "nothing")
-    return {**state, "params": params, "model_state": model_state}
 
 
 def _window_metrics(history: list[dict], first_step: int, skip_nonfinite: bool) -> dict:
@@ -107,10 +105,14 @@ def _log_compiled(compiled) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config.num_train_steps` steps (resuming from `workdir`), then evaluates.
+    """Trains `config.num_train_steps` steps (resuming from `workdir`), then evaluates: the
+    encoder's classifier (`top1`...) or, after self-supervised pretraining, kNN retrieval.
 
-    Returns the final eval results (also written to `workdir/eval_results.json`).
+    Serves the stages `train`, `pretrain`, `finetune` and `linear_probe`, which differ only in
+    their config (objective, `init_from`, `optimizer.trainable`). Returns the final eval
+    results (also written to `workdir/eval_results.json`).
     """
+    objective = objectives.get(config.objective.name)
     # ---------------------------------------------------------------- Input
     data_dir = datasets.prepare(
         config.data, splits=(config.data.train_split, config.data.eval_split)
@@ -134,7 +136,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             train_step,
             spec=spec,
             config=config,
-            objective=objectives.get(config.objective.name),
+            objective=objective.loss,
             schedule=schedule,
         ),
         in_shardings=(spec.shardings, batch_sharding),
@@ -142,7 +144,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
         donate_argnums=(0,),
     )
 
-    eval_step = evaluate.make_eval_step(spec, config, mesh)
+    if objective.final_eval == "knn":
+        eval_step = evaluate.make_eval_step(spec, config, mesh, step=evaluate.features_step)
+    else:
+        eval_step = evaluate.make_eval_step(spec, config, mesh)
+
+    def run_eval(state) -> tuple[dict, dict | None]:
+        if objective.final_eval == "knn":
+            return knn.evaluate_knn(eval_step, config, state, mesh, data_dir), None
+        return evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
 
     # ---------------------------------------------------------------- Checkpoint / resume
     train_data = pipeline.train_dataset(
@@ -152,6 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         global_batch_size=config.batch_size,
         seed=config.seed,
         num_workers=config.data.num_workers,
+        make_example=objective.train_example(spec_clip, config.objective),
     )
     train_iter = iter(train_data)
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
@@ -161,7 +172,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     else:
         state = initial_state(spec)
         if config.init_from:
-            state = load_pretrained(state, config.init_from)
+            state = load_pretrained(state, config.init_from, config.model.name)
+        elif config.stage in ("finetune", "linear_probe"):
+            raise ValueError(
+                f"stage {config.stage} starts from a pretrained encoder: set "
+                "--config.init_from=PRETRAIN_WORKDIR (or an imported model's folder)"
+            )
     step = int(jax.device_get(state["step"]))
 
     # ---------------------------------------------------------------- Loop
@@ -208,18 +224,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if save_now:
                 checkpointer.save(step, state, train_iter)
             if config.eval_every and step % config.eval_every == 0 and step < total:
-                results, _ = evaluate.evaluate(
-                    eval_step, config, state, mesh, data_dir, label_names
-                )
+                results, _ = run_eval(state)
                 writer.write_scalars(step, evaluate.scalar_results(results), "eval")
                 window_start, window_steps = time.perf_counter(), 0
     finally:
         checkpointer.close()
 
     # ---------------------------------------------------------------- Final eval
-    results, outputs = evaluate.evaluate(eval_step, config, state, mesh, data_dir, label_names)
+    results, outputs = run_eval(state)
     evaluate.write_results(workdir, results)
     writer.write_scalars(step, evaluate.scalar_results(results), "eval")
     writer.close()
-    plots.write_eval_plots(workdir, outputs, label_names, data_dir, config)
+    if outputs is not None:
+        plots.write_eval_plots(workdir, outputs, label_names, data_dir, config)
     return results

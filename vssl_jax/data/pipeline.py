@@ -147,12 +147,17 @@ def train_dataset(
     global_batch_size: int,
     seed: int,
     num_workers: int,
+    make_example=None,
 ) -> grain.IterDataset:
-    """An endless, checkpointable stream of local training batches for this host."""
+    """An endless, checkpointable stream of local training batches for this host.
+
+    `make_example(raw_record, rng) -> dict` makes one training example (an objective's clip
+    sampler and augmentations); the default is one dense clip, `TrainClip(spec)`.
+    """
     dataset = grain.MapDataset.source(split_source(data_dir, split))
     dataset = dataset[jax.process_index() :: jax.process_count()]
     dataset = dataset.shuffle(seed=seed).repeat(None)
-    dataset = dataset.random_map(TrainClip(spec), seed=seed)
+    dataset = dataset.random_map(make_example or TrainClip(spec), seed=seed)
     dataset = dataset.batch(_local_batch_size(global_batch_size), drop_remainder=True)
     return _finish(dataset, num_workers)
 
