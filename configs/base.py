@@ -59,7 +59,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # "" trains everything; the linear_probe stage sets "^head/".
     config.optimizer.trainable = ""
 
-    config.batch_size = 32  # Global, over all devices and hosts.
+    config.batch_size = 32  # Global, over all devices, hosts and accumulation steps.
+    # Micro-batches per update (gradients averaged, one optimizer step): the global batch of a
+    # paper's 64 GPUs on a few. Steps, schedules and checkpoints count updates.
+    config.grad_accum_steps = 1
     config.eval_batch_size = 32
     config.num_train_steps = 1000
     config.log_every = 50

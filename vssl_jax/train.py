@@ -32,18 +32,64 @@ from vssl_jax.metric_writer import MetricWriter
 from vssl_jax.state import StateSpec, initial_state, load_pretrained, make_state_spec, normalized
 
 
+def micro_batches(batch: dict, num: int) -> dict:
+    """`[batch, ...]` arrays -> `[num, batch // num, ...]`; micro-batch k takes rows k, k + num,
+    k + 2 num...: every device holds an equal part of each micro-batch (the batch axis is split
+    over the devices in contiguous blocks), so accumulation moves no data between devices."""
+
+    def split(x):
+        x = x.reshape(x.shape[0] // num, num, *x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
 def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, schedule):
-    """One update on a global batch. Returns (new state, scalar metrics)."""
+    """One update on a global batch. Returns (new state, scalar metrics).
+
+    With `config.grad_accum_steps` K > 1 the batch is cut into K micro-batches that run one
+    after another (a `lax.scan`, compiled once); their gradients are averaged before the single
+    update, so the update is that of the whole batch, except that BatchNorm normalises each
+    micro-batch by its own statistics (as K times more devices with per-device BatchNorm would)
+    and its running averages advance once per micro-batch. Metrics are micro-batch means.
+    """
     dropout_rng, augment_rng = jax.random.split(jax.random.fold_in(state["rng"], state["step"]))
     batch = normalized(batch, config)
 
-    def loss_fn(params):
-        model = nnx.merge(spec.graphdef, params, state["model_state"], copy=True)
+    def loss_fn(params, model_state, batch, dropout_rng, augment_rng):
+        model = nnx.merge(spec.graphdef, params, model_state, copy=True)
         rngs = nnx.Rngs(dropout=dropout_rng, augment=augment_rng)
         loss, metrics = objective(model, batch, train=True, rngs=rngs, config=config.objective)
         return loss, (metrics, nnx.split(model, nnx.Param, ...)[2])
 
-    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    num_micro = config.grad_accum_steps
+    if num_micro == 1:
+        (_, (metrics, model_state)), grads = grad_fn(
+            state["params"], state["model_state"], batch, dropout_rng, augment_rng
+        )
+    else:
+
+        def accumulate(carry, micro):
+            model_state, grad_sum = carry
+            micro_batch, index = micro
+            (_, (metrics, model_state)), grads = grad_fn(
+                state["params"],
+                model_state,
+                micro_batch,
+                jax.random.fold_in(dropout_rng, index),
+                jax.random.fold_in(augment_rng, index),
+            )
+            return (model_state, jax.tree.map(jnp.add, grad_sum, grads)), metrics
+
+        zeros = jax.tree.map(jnp.zeros_like, state["params"])
+        (model_state, grad_sum), metrics = jax.lax.scan(
+            accumulate,
+            (state["model_state"], zeros),
+            (micro_batches(batch, num_micro), jnp.arange(num_micro)),
+        )
+        grads = jax.tree.map(lambda g: g / num_micro, grad_sum)
+        metrics = jax.tree.map(lambda m: m.mean(axis=0), metrics)
     updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
@@ -122,9 +168,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Mesh
     mesh = sharding.make_mesh(config.mesh)
-    if config.batch_size % mesh.size:
+    accumulation = config.grad_accum_steps
+    if accumulation < 1 or config.batch_size % (mesh.size * accumulation):
         raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the {mesh.size} devices"
+            f"batch_size {config.batch_size} (the global batch) is not divisible by the "
+            f"{mesh.size} devices x {accumulation} grad_accum_steps; make it a multiple of "
+            f"{mesh.size * max(accumulation, 1)}"
+        )
+    if accumulation > 1 and objective.negatives_from_batch:
+        raise ValueError(
+            f"objective {config.objective.name} takes its negatives from the batch: "
+            f"grad_accum_steps {accumulation} would shrink them to one micro-batch's, a "
+            "different objective. Use more devices, a smaller batch, or a queue of negatives "
+            "(objective moco)"
         )
     batch_sharding = sharding.batch_sharding(mesh)
 

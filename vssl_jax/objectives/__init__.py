@@ -42,6 +42,9 @@ class Objective:
     # What the final evaluation of a training run reports: "accuracy" (the encoder's classifier
     # on eval_split) or "knn" (retrieval with the encoder's features, for pretraining).
     final_eval: str = "accuracy"
+    # True when the loss contrasts each example with the rest of the batch (InfoNCE with in-batch
+    # negatives): gradient accumulation would then change the objective, so it is refused.
+    negatives_from_batch: bool = False
 
 
 _OBJECTIVES: dict[str, Objective] = {
