@@ -95,15 +95,14 @@ def _synthetic_batch(args, seed: int = 0):
 
 
 def run_jax(args) -> dict:
-    import functools
 
     import jax
 
     try:
         from configs.base import get_base_config
-        from vssl_jax import objectives, optimizers, sharding
+        from vssl_jax import objectives, sharding
         from vssl_jax.state import initial_state, make_state_spec
-        from vssl_jax.train import train_step
+        from vssl_jax.train import jit_train_step
     except ModuleNotFoundError as e:
         raise SystemExit(
             f"error: no module named '{e.name}': run from the repository root, and on a machine "
@@ -119,23 +118,10 @@ def run_jax(args) -> dict:
     config.data.crop_size = args.size
     config.batch_size = args.batch
 
-    # As train.py builds and jits the step.
     mesh = sharding.make_mesh(config.mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     spec = make_state_spec(config, NUM_CLASSES, mesh)
-    schedule = optimizers.learning_rate_schedule(config.optimizer, config.num_train_steps)
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            spec=spec,
-            config=config,
-            objective=objectives.get(config.objective.name).loss,
-            schedule=schedule,
-        ),
-        in_shardings=(spec.shardings, batch_sharding),
-        out_shardings=(spec.shardings, sharding.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    step_fn = jit_train_step(spec, config, mesh, objectives.get(config.objective.name))
     state = initial_state(spec)
     video, label = _synthetic_batch(args)
     batch = jax.device_put({"video": video, "label": label}, batch_sharding)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from configs.base import get_base_config
 
+VARIANTS = (None, "smoke")  # Every `arg` get_config takes.
+
 
 def get_config(arg: str | None = None):
     config = get_base_config()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from configs.demo import get_config as get_demo_config
 
+VARIANTS = (None, "smoke")  # Every `arg` get_config takes.
+
 
 def get_config(arg: str | None = None):
     config = get_demo_config(arg)

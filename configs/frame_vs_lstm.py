@@ -11,7 +11,9 @@ models take (the LSTM keeps its 512 hidden units). Variants as `configs/supervis
 
 from __future__ import annotations
 
-from configs.supervised import supervised_config
+from configs.supervised import VARIANTS, supervised_config
+
+__all__ = ["VARIANTS", "get_config"]  # VARIANTS: every `arg` get_config takes.
 
 
 def get_config(arg: str | None = None):

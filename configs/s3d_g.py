@@ -6,7 +6,9 @@ Supervised; variants `demo` (default), `smoke`, `ucf101`, `hmdb51`, `kinetics`: 
 
 from __future__ import annotations
 
-from configs.supervised import supervised_config
+from configs.supervised import VARIANTS, supervised_config
+
+__all__ = ["VARIANTS", "get_config"]  # VARIANTS: every `arg` get_config takes.
 
 
 def get_config(arg: str | None = None):

@@ -19,7 +19,18 @@ from ml_collections import config_flags
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
-flags.mark_flags_as_required(["config", "workdir"])
+DRY_RUN = flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Print the resolved config, devices, batch split, parameters, GFLOPs per clip and the "
+    "compiled train step's memory, then exit without training.",
+)
+RUNLOCAL = flags.DEFINE_bool(
+    "runlocal",
+    False,
+    "Shrink the config to seconds on a CPU (tiny demo data, width 4, 2 steps; configs/runlocal.py).",
+)
+flags.mark_flags_as_required(["config"])
 
 # Errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, KeyError)
@@ -104,9 +115,28 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     configure_logging()
+    config = CONFIG.value
+    if RUNLOCAL.value:
+        from configs.runlocal import shrink
+
+        config = shrink(config)
     workdir = WORKDIR.value
+    if DRY_RUN.value:
+        from vssl_jax import dry_run
+
+        try:
+            dry_run.print_plan(config)
+        except USER_ERRORS as e:
+            print(f"error: {_last_line(e)}", file=sys.stderr)
+            sys.exit(2)
+        return
+    if not workdir:
+        print(
+            "error: --workdir is required (where checkpoints, logs and results go)", file=sys.stderr
+        )
+        sys.exit(2)
     try:
-        results = run(CONFIG.value, workdir)
+        results = run(config, workdir)
     except USER_ERRORS as e:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "error.log"), "w") as f:

@@ -114,6 +114,20 @@ def train_step(state: dict, batch: dict, *, spec: StateSpec, config, objective, 
     return {**updated, "step": state["step"] + 1, "rng": state["rng"]}, metrics
 
 
+def jit_train_step(spec: StateSpec, config, mesh, objective: objectives.Objective):
+    """`train_step` jitted for `mesh`: state sharded by the rules, batch over the devices,
+    metrics replicated; the old state's buffers are donated to the new one."""
+    schedule = optimizers.learning_rate_schedule(config.optimizer, config.num_train_steps)
+    return jax.jit(
+        functools.partial(
+            train_step, spec=spec, config=config, objective=objective.loss, schedule=schedule
+        ),
+        in_shardings=(spec.shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(spec.shardings, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+
 def _window_metrics(history: list[dict], first_step: int, skip_nonfinite: bool) -> dict:
     """Means of the steps since the last log; a non-finite step stops the run (names it) unless
     `skip_nonfinite`, where such steps are counted and left out of the means."""
@@ -186,19 +200,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Model and state
     spec = make_state_spec(config, len(label_names), mesh)
-    schedule = optimizers.learning_rate_schedule(config.optimizer, config.num_train_steps)
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            spec=spec,
-            config=config,
-            objective=objective.loss,
-            schedule=schedule,
-        ),
-        in_shardings=(spec.shardings, batch_sharding),
-        out_shardings=(spec.shardings, sharding.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    step_fn = jit_train_step(spec, config, mesh, objective)
 
     if objective.final_eval == "knn":
         eval_step = evaluate.make_eval_step(spec, config, mesh, step=evaluate.features_step)
