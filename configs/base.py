@@ -22,6 +22,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.frame_stride = 2
     config.data.crop_size = 112
     config.data.flip = True
+    # "dense" clips, or "segments": TSN's one frame from each of num_frames equal segments.
+    config.data.sampler = "dense"
     # Eval views per video, logits averaged: clips spread evenly x crops (1 centre, 3 along the
     # long side). 10 x 3 is the usual "multi-view test"; 1 x 1 is the fast centre-clip eval.
     config.data.num_test_clips = 1

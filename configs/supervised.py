@@ -35,13 +35,15 @@ def supervised_config(
     num_frames: int = 16,
     frame_stride: int = 2,
     crop_size: int = 112,
+    sampler: str = "dense",
     model: dict | None = None,
     demo_model: dict | None = None,
 ):
     """A locked config that trains `model_name` on the variant `arg` names.
 
     `num_frames`, `frame_stride`, `crop_size` and `model` (constructor options) apply to the
-    dataset variants; `demo_model` replaces `model` on the demo's small frames.
+    dataset variants; `demo_model` replaces `model` on the demo's small frames. `sampler`
+    ("dense" or TSN's "segments") applies to every variant.
     """
     variant = arg or "demo"
     if variant not in VARIANTS:
@@ -49,6 +51,7 @@ def supervised_config(
     config = demo.get_config("smoke" if variant == "smoke" else None)
     with config.unlocked():
         config.model.name = model_name
+        config.data.sampler = sampler
         if variant in DATASETS:
             data_dir, eval_split, steps, warmup = DATASETS[variant]
             config.data.builtin = ""

@@ -16,8 +16,9 @@ def get_config(arg: str | None = None):
         "tsn_resnet50",
         arg,
         num_frames=3,
-        frame_stride=24,
+        frame_stride=1,
         crop_size=224,
+        sampler="segments",
         model={"dropout": 0.8},
         demo_model={},
     )

@@ -90,3 +90,25 @@ def test_decode_frames_decodes_only_requested_frames(monkeypatch):
     bad = frames[:1] + [b"not a jpeg"]
     with pytest.raises(transforms.ClipError, match="clip.mp4: frame 1 cannot be decoded"):
         transforms.decode_frames(bad, np.array([0, 1]), "clip.mp4")
+
+
+def test_segment_indices_take_one_frame_from_each_equal_segment():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        indices = sampling.segment_indices(30, 3, rng)
+        assert [i // 10 for i in indices] == [0, 1, 2]  # one frame in each third
+    np.testing.assert_array_equal(sampling.segment_indices(30, 3), [5, 15, 25])  # centres
+    np.testing.assert_array_equal(sampling.segment_indices(30, 3, offset=0.0), [0, 10, 20])
+    # Fewer frames than segments: frames repeat, nothing out of range.
+    np.testing.assert_array_equal(sampling.segment_indices(2, 4), [0, 0, 1, 1])
+
+
+def test_tsn_views_spread_over_the_whole_video():
+    from vssl_jax.data import pipeline
+
+    spec = pipeline.ClipSpec(
+        num_frames=3, frame_stride=1, crop_size=8, sampler="segments", num_test_clips=2
+    )
+    np.testing.assert_array_equal(spec.test_indices(60), [[5, 25, 45], [15, 35, 55]])
+    train = spec.train_indices(60, np.random.default_rng(1))
+    assert [i // 20 for i in train] == [0, 1, 2]

@@ -32,6 +32,31 @@ class ClipSpec:
     flip: bool = False
     num_test_clips: int = 1  # Eval views: clips spread evenly over the video...
     num_test_crops: int = 1  # ... times spatial crops (1 centre, or 3 along the long side).
+    # "dense": `num_frames` frames `frame_stride` apart; "segments": TSN's one frame from each
+    # of `num_frames` equal segments of the whole video (`frame_stride` unused).
+    sampler: str = "dense"
+
+    def train_indices(self, num_video_frames: int, rng: np.random.Generator) -> np.ndarray:
+        if self.sampler == "segments":
+            return sampling.segment_indices(num_video_frames, self.num_frames, rng)
+        return sampling.random_clip_indices(
+            num_video_frames, self.num_frames, self.frame_stride, rng
+        )
+
+    def test_indices(self, num_video_frames: int) -> np.ndarray:
+        """`[num_test_clips, num_frames]`: dense clips spread evenly, or segment frames at
+        evenly spread offsets inside each segment (one view at the centres)."""
+        if self.sampler == "segments":
+            offsets = (np.arange(self.num_test_clips) + 0.5) / self.num_test_clips
+            return np.stack(
+                [
+                    sampling.segment_indices(num_video_frames, self.num_frames, offset=o)
+                    for o in offsets
+                ]
+            )
+        return sampling.linspace_clip_indices(
+            num_video_frames, self.num_frames, self.frame_stride, self.num_test_clips
+        )
 
     @property
     def num_views(self) -> int:
@@ -46,6 +71,7 @@ def clip_spec(data_config) -> ClipSpec:
         flip=data_config.flip,
         num_test_clips=data_config.num_test_clips,
         num_test_crops=data_config.num_test_crops,
+        sampler=data_config.sampler,
     )
 
 
@@ -70,9 +96,7 @@ class TrainClip:
 
     def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
         record = records.parse_record(raw)
-        indices = sampling.random_clip_indices(
-            record.num_frames, self.spec.num_frames, self.spec.frame_stride, rng
-        )
+        indices = self.spec.train_indices(record.num_frames, rng)
         video = transforms.decode_frames(record.frames, indices, record.path)
         video = transforms.random_crop(video, self.spec.crop_size, rng, record.path)
         if self.spec.flip:
@@ -85,11 +109,8 @@ def test_views(frames, num_frames: int, spec: ClipSpec, source: str) -> np.ndarr
 
     `frames` are JPEG bytes (a record) or decoded `[N, H, W, 3]` arrays (a raw video).
     """
-    clips = sampling.linspace_clip_indices(
-        num_frames, spec.num_frames, spec.frame_stride, spec.num_test_clips
-    )
     views = []
-    for indices in clips:
+    for indices in spec.test_indices(num_frames):
         if isinstance(frames, np.ndarray):
             video = frames[indices]
         else:

@@ -40,3 +40,19 @@ def linspace_clip_indices(
     else:
         starts = np.round(np.linspace(0, last_start, num_clips)).astype(np.int64)
     return np.stack([_clip_at(int(s), num_frames, clip_len, stride) for s in starts])
+
+
+def segment_indices(
+    num_frames: int,
+    num_segments: int,
+    rng: np.random.Generator | None = None,
+    offset: float = 0.5,
+) -> np.ndarray:
+    """TSN's sparse sampling: the video cut into `num_segments` equal segments, one frame from
+    each, at a uniformly random position in its segment (`rng`, training) or at fraction
+    `offset` of it (testing; 0.5 is the centre). Videos with fewer frames than segments repeat
+    frames. Returns int64 indices of shape [num_segments], in time order."""
+    length = num_frames / num_segments
+    starts = np.arange(num_segments) * length
+    fractions = rng.random(num_segments) if rng is not None else np.full(num_segments, offset)
+    return np.minimum((starts + fractions * length).astype(np.int64), num_frames - 1)
