@@ -24,6 +24,12 @@ from configs.supervised import DATASETS
 
 VARIANTS = ("demo", "smoke")
 DERIVED_STAGES = ("finetune", "linear_probe", "knn")
+# Every `arg` a pretrain file's / a derived file's get_config takes (`tests/test_all_configs.py`).
+PRETRAIN_VARIANTS = (None, *VARIANTS)
+DERIVED_VARIANTS = (
+    *PRETRAIN_VARIANTS,
+    *(f"{v or ''},{stage}" for v in PRETRAIN_VARIANTS for stage in DERIVED_STAGES[1:]),
+)
 
 
 def variant_of(arg: str | None, dataset: str) -> str:

@@ -27,9 +27,10 @@ class TransformerBlock(nnx.Module):
         self.mlp_in = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
         self.mlp_out = nnx.Linear(hidden, dim, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """[batch, time, dim] -> [batch, time, dim]."""
-        x = x + self.attention(self.norm1(x))
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """[batch, tokens, dim] -> [batch, tokens, dim]. `mask` (bool, broadcastable to
+        `[batch, heads, tokens, tokens]`): query i attends to key j where True; None: all."""
+        x = x + self.attention(self.norm1(x), mask=mask)
         return x + self.mlp_out(nnx.gelu(self.mlp_in(self.norm2(x))))
 
 

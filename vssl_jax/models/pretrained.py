@@ -49,10 +49,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     """Nested dicts of a restored train state -> {"blocks.0.conv1.kernel": array}."""
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}." if key != "value" else prefix))
-        else:
-            flat[prefix + key if key != "value" else prefix.rstrip(".")] = np.asarray(value)
+        if isinstance(value, dict):  # A module may have a submodule named `value` (attention).
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:  # A leaf under NNX's variable wrapper `value` is named by its variable.
+            flat[prefix.rstrip(".") if key == "value" else prefix + key] = np.asarray(value)
     return flat
 
 

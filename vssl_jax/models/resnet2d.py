@@ -101,13 +101,17 @@ class ResNet2D(nnx.Module):
         self.stage_sizes = STAGE_SIZES[depth]
         self.feature_dim = cin
 
-    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-        """[n, height, width, 3] -> pooled features [n, feature_dim]."""
+    def feature_map(self, images: jax.Array, *, train: bool) -> jax.Array:
+        """[n, height, width, 3] -> last stage's output [n, height/32, width/32, feature_dim]."""
         x = nnx.relu(self.bn1(self.conv1(images), use_running_average=not train))
         x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x, train=train)
-        return x.mean(axis=(1, 2))
+        return x
+
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        """[n, height, width, 3] -> pooled features [n, feature_dim]."""
+        return self.feature_map(images, train=train).mean(axis=(1, 2))
 
     def frames(self, video: jax.Array, *, train: bool) -> jax.Array:
         """[batch, time, height, width, 3] -> per-frame features [batch, time, feature_dim]."""
