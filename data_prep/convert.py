@@ -11,6 +11,10 @@ complete shards, leaves them alone and converts only the rest. manifest.json and
 metadata are rebuilt from the sidecars at the end (see manifest.py), with each shard's size and
 SHA-256.
 
+`convert` is the local engine. The same three parts run on Apache Beam (beam.py):
+`plan_conversion` (label map, split plans, the shards still to write) on the launching machine,
+`write_shard_job` for each shard on the engine's workers, `finish_conversion` (manifest) at the end.
+
 Every video that decodes is kept, however short: a video of fewer frames than a training clip
 spans is stored as it is, and the training samplers loop its frames from frame 0
 (vssl_jax/data/sampling.py). What cannot be converted (not a video, no video stream, no
@@ -66,6 +70,34 @@ class _Shard:
     name: str  # The ArrayRecord file name.
     split: str
     sources: tuple[VideoSource, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+    """One shard still to write: where, with which options, and the task of each of its videos.
+
+    Self-contained and picklable: an engine that distributes shards ships it to the process
+    that writes the shard (`write_shard_job`; data_prep/beam.py).
+    """
+
+    output_dir: str
+    shard: _Shard
+    tasks: tuple[_Task, ...]
+    options: dict
+    tfrecord: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A conversion decided but not done yet: `plan_conversion`'s answer."""
+
+    output_dir: str
+    dataset_name: str
+    options: dict
+    label_names: list[str]
+    splits: list[str]
+    num_videos: int  # In all shards of the splits, complete ones included.
+    jobs: list[ShardJob]  # The shards not complete yet, in write order.
 
 
 def _convert_video(task: _Task) -> _Result:
@@ -202,7 +234,7 @@ def _write_shard(
     results: Iterator[_Result],
     options: dict,
     tfrecord: bool,
-    progress: tqdm.tqdm,
+    progress: tqdm.tqdm | None = None,
 ) -> None:
     from array_record.python.array_record_module import ArrayRecordWriter
 
@@ -217,7 +249,8 @@ def _write_shard(
     videos, skipped = [], []
     for source in shard.sources:
         result = next(results)
-        progress.update(1)
+        if progress is not None:
+            progress.update(1)
         if result.skip_reason is not None:
             skipped.append(
                 {"path": source.path, "split": shard.split, "reason": result.skip_reason}
@@ -427,7 +460,7 @@ def _check_options(
         )
 
 
-def convert(
+def plan_conversion(
     listing: Listing,
     output_dir: str,
     *,
@@ -436,34 +469,13 @@ def convert(
     short_side: int | None = 128,
     jpeg_quality: int = 90,
     videos_per_shard: int = 64,
-    workers: int | None = None,
     tfrecord: bool = False,
-    show_progress: bool = True,
     source_fps: float = frames.DEFAULT_SOURCE_FPS,
     decode_timeout: float | None = None,
-) -> dict:
-    """Converts the listed videos into shards in `output_dir`; returns the manifest.
-
-    Frames are resampled to `fps` (None: every source frame) and resized to `short_side` (None:
-    full size) following `video_io.iter_frames`, then JPEG-encoded at `jpeg_quality`. An
-    existing `output_dir/label_map.json` is kept and sources with labels outside it are skipped;
-    otherwise the listing's label names are written there. Splits converted by separate calls
-    accumulate in manifest.json; shards completed by an interrupted call are not redone. Videos
-    that fail to decode are skipped and listed in manifest.json. `show_progress` shows a progress
-    bar and prints a one-line summary.
-
-    Frame folders are read at `source_fps` (recorded in manifest.json's options and, resampled
-    or not, as each record's fps); their JPEGs are copied as they are when they already have
-    `short_side` (or `short_side` is None), else re-encoded (frames.py).
-
-    `decode_timeout` is each video's time budget in seconds: a video still decoding after it is
-    killed with its process, skipped and listed in manifest.json (None: no budget). With
-    `workers` > 1, or with a budget, the videos are decoded in worker processes started with
-    forkserver (spawn where there is none), so a script calling this needs the usual
-    `if __name__ == "__main__":` guard; memory grows with the worker count, not with the length
-    of the longest video (frames are resized and encoded as they are decoded).
+) -> Plan:
+    """Checks the options, writes the label map and split plans, lays out the shards; returns
+    the shards still to write. What `convert` and the Beam pipeline (beam.py) share.
     """
-    began = time.monotonic()
     _check_options(
         fps, short_side, jpeg_quality, videos_per_shard, output_dir, source_fps, decode_timeout
     )
@@ -503,34 +515,120 @@ def convert(
         manifest.write_json(manifest.plan_path(output_dir, dataset_name, split), plan)
         shards += split_shards
 
-    todo = [s for s in shards if not _is_complete(output_dir, s, options, tfrecord)]
-    tasks = [
-        _Task(
-            source=source,
-            label=label_index[source.label_text] if source.label_text else -1,
-            fps=fps,
-            short_side=short_side,
-            jpeg_quality=jpeg_quality,
+    jobs = [
+        ShardJob(
+            output_dir=output_dir,
+            shard=shard,
+            tasks=tuple(
+                _Task(
+                    source=source,
+                    label=label_index[source.label_text] if source.label_text else -1,
+                    fps=fps,
+                    short_side=short_side,
+                    jpeg_quality=jpeg_quality,
+                    tfrecord=tfrecord,
+                    source_fps=source_fps,
+                )
+                for source in shard.sources
+            ),
+            options=options,
             tfrecord=tfrecord,
-            source_fps=source_fps,
         )
-        for shard in todo
-        for source in shard.sources
+        for shard in shards
+        if not _is_complete(output_dir, shard, options, tfrecord)
     ]
-    total = sum(len(s.sources) for s in shards)
+    return Plan(
+        output_dir=output_dir,
+        dataset_name=dataset_name,
+        options=options,
+        label_names=label_names,
+        splits=splits,
+        num_videos=sum(len(s.sources) for s in shards),
+        jobs=jobs,
+    )
+
+
+def write_shard_job(job: ShardJob, decode_timeout: float | None = None) -> str:
+    """Converts one shard's videos one after another in this process and writes the shard;
+    returns its name. With `decode_timeout`, each video decodes in a child process that is
+    killed when over time (as in `convert`). For engines that distribute whole shards."""
+    with _results(list(job.tasks), 1, decode_timeout) as results:
+        _write_shard(job.output_dir, job.shard, results, job.options, job.tfrecord)
+    return job.shard.name
+
+
+def finish_conversion(plan: Plan, began: float, show_progress: bool) -> dict:
+    """Rebuilds manifest.json and the TFDS metadata from the sidecars; returns the manifest."""
+    result = manifest.write_manifest(
+        plan.output_dir, plan.dataset_name, plan.options, plan.label_names
+    )
+    if show_progress:
+        print(summary_line(result, plan.splits, time.monotonic() - began))
+    return result
+
+
+def convert(
+    listing: Listing,
+    output_dir: str,
+    *,
+    dataset_name: str = "videos",
+    fps: float | None = None,
+    short_side: int | None = 128,
+    jpeg_quality: int = 90,
+    videos_per_shard: int = 64,
+    workers: int | None = None,
+    tfrecord: bool = False,
+    show_progress: bool = True,
+    source_fps: float = frames.DEFAULT_SOURCE_FPS,
+    decode_timeout: float | None = None,
+) -> dict:
+    """Converts the listed videos into shards in `output_dir`; returns the manifest.
+
+    Frames are resampled to `fps` (None: every source frame) and resized to `short_side` (None:
+    full size) following `video_io.iter_frames`, then JPEG-encoded at `jpeg_quality`. An
+    existing `output_dir/label_map.json` is kept and sources with labels outside it are skipped;
+    otherwise the listing's label names are written there. Splits converted by separate calls
+    accumulate in manifest.json; shards completed by an interrupted call are not redone. Videos
+    that fail to decode are skipped and listed in manifest.json. `show_progress` shows a progress
+    bar and prints a one-line summary.
+
+    Frame folders are read at `source_fps` (recorded in manifest.json's options and, resampled
+    or not, as each record's fps); their JPEGs are copied as they are when they already have
+    `short_side` (or `short_side` is None), else re-encoded (frames.py).
+
+    `decode_timeout` is each video's time budget in seconds: a video still decoding after it is
+    killed with its process, skipped and listed in manifest.json (None: no budget). With
+    `workers` > 1, or with a budget, the videos are decoded in worker processes started with
+    forkserver (spawn where there is none), so a script calling this needs the usual
+    `if __name__ == "__main__":` guard; memory grows with the worker count, not with the length
+    of the longest video (frames are resized and encoded as they are decoded).
+    """
+    began = time.monotonic()
+    plan = plan_conversion(
+        listing,
+        output_dir,
+        dataset_name=dataset_name,
+        fps=fps,
+        short_side=short_side,
+        jpeg_quality=jpeg_quality,
+        videos_per_shard=videos_per_shard,
+        tfrecord=tfrecord,
+        source_fps=source_fps,
+        decode_timeout=decode_timeout,
+    )
+    tasks = [task for job in plan.jobs for task in job.tasks]
     with (
         _results(tasks, workers or os.cpu_count() or 1, decode_timeout) as results,
         tqdm.tqdm(
-            total=total, initial=total - len(tasks), unit="video", disable=not show_progress
+            total=plan.num_videos,
+            initial=plan.num_videos - len(tasks),
+            unit="video",
+            disable=not show_progress,
         ) as progress,
     ):
-        for shard in todo:
-            _write_shard(output_dir, shard, results, options, tfrecord, progress)
-
-    result = manifest.write_manifest(output_dir, dataset_name, options, label_names)
-    if show_progress:
-        print(summary_line(result, splits, time.monotonic() - began))
-    return result
+        for job in plan.jobs:
+            _write_shard(output_dir, job.shard, results, job.options, job.tfrecord, progress)
+    return finish_conversion(plan, began, show_progress)
 
 
 def summary_line(result: dict, splits: list[str], seconds: float) -> str:

@@ -127,7 +127,7 @@ def _train_setup(name: str):
         train.train_step,
         spec=spec,
         config=config,
-        objective=objectives.get("supervised"),
+        objective=objectives.get("supervised").loss,
         schedule=optimizers.learning_rate_schedule(config.optimizer, config.num_train_steps),
     )
     frames = 8 if name in EIGHT_FRAMES else 4
@@ -253,6 +253,43 @@ def test_params_and_gflops_match_torchvision(name, classes, frames, size, params
     counted_params, counted_gflops, _ = summary(name, num_classes=classes, frames=frames, size=size)
     assert counted_params == pytest.approx(params, rel=0.01)
     assert counted_gflops == pytest.approx(gflops, rel=0.01)
+
+
+# I3D and C3D are not in torchvision. Their figures are the reference code's, counted with torch
+# at the papers' inputs: parameters as sum(p.numel()), GFLOPs as FlopCounterMode's total / 2e9
+# (torch.utils.flop_counter counts a multiply-add as 2 FLOPs; torchvision's tables, and
+# `--summary`, count it as one).
+# - i3d: piergiaj/pytorch-i3d `InceptionI3d(num_classes=400)` on 1x3x64x224x224, Carreira &
+#   Zisserman's 64-frame input. Their paper rounds: Table 1 gives 25M for the two-stream I3D,
+#   an RGB and a flow network of about 12.7M each.
+# - c3d: the VTDL seed's C3D (`src/model/c3d.py`, 512-d features, no fc6/fc7) with its default
+#   101 classes (UCF101) on 1x3x16x112x112, Tran et al.'s 16-frame 112 px clip.
+REFERENCE_CODE_FIGURES = [
+    ("i3d", 400, 12_697_264, 111.153),
+    ("c3d", 101, 27_713_253, 38.497),
+]
+
+
+@pytest.mark.parametrize("name, classes, params, gflops", REFERENCE_CODE_FIGURES)
+def test_summary_matches_the_reference_code_of_i3d_and_c3d(name, classes, params, gflops, capsys):
+    assert models_main(["--summary", name, "--num-classes", str(classes)]) == 0
+    lines = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert lines["input"].startswith(
+        "1 x 64 x 224 x 224" if name == "i3d" else "1 x 16 x 112 x 112"
+    )
+    assert int(lines["parameters"].split()[0].replace(",", "")) == pytest.approx(params, rel=0.01)
+    assert float(lines["GFLOPs"].split()[0]) == pytest.approx(gflops, rel=0.01)
+
+
+def test_c3d_refuses_clips_its_pools_would_empty():
+    """The pools take 4 frames to none before conv5a (8 frames, pooled to 4, 2, 1, are the
+    least); the mean over nothing is NaN, which a run would report as a diverged loss."""
+    model = random_model("c3d", 3, width=4)
+    with pytest.raises(ValueError, match=r"c3d needs clips of at least 8 frames .* got 4 frames"):
+        model(jnp.zeros((1, 4, 32, 32, 3)), train=False)
+    with pytest.raises(ValueError, match=r"got 8 frames of 8x32"):
+        model(jnp.zeros((1, 8, 8, 32, 3)), train=False)
+    assert model(jnp.zeros((1, 8, 16, 16, 3)), train=False).shape == (1, 3)
 
 
 def test_list_and_summary_command_line(capsys):

@@ -154,3 +154,34 @@ def test_init_from_mistakes_are_one_line_errors(pretrained_workdir, tiny_dataset
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: init_from") and "model 'c3d'" in last, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_finetune_from_a_self_supervised_workdir_takes_its_encoder_not_its_heads(
+    tiny_dataset, tmp_path
+):
+    """A MoCo pretraining run (encoder + projection head + momentum copies + queue): fine-tuning
+    restores exactly the `encoder/...` arrays, and the kNN stage reads the same encoder."""
+    import ml_collections
+
+    from vssl_jax import sharding
+    from vssl_jax.state import initial_state, load_pretrained, make_state_spec
+
+    pretrain = tiny_config(tiny_dataset, stage="pretrain", num_train_steps=2, checkpoint_every=2)
+    with pretrain.unlocked():
+        pretrain.objective = ml_collections.ConfigDict({"name": "moco", "queue_size": 16})
+    workdir = str(tmp_path / "moco")
+    results = main.run(pretrain, workdir)
+    assert "recall_at_1" in results  # A pretraining run ends with kNN retrieval.
+
+    finetune = tiny_config(tiny_dataset, stage="finetune", init_from=workdir)
+    spec = make_state_spec(finetune, 2, sharding.make_mesh(finetune.mesh))
+    loaded = load_pretrained(initial_state(spec), workdir, "r3d_18")
+    encoder = pretrained.restore_encoder(workdir)
+    assert encoder["params"] and not any(k.startswith("encoder.") for k in encoder["params"])
+    got = pretrained.flat_arrays(loaded["params"])
+    assert set(got) == set(encoder["params"])
+    for key, value in encoder["params"].items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    stats = pretrained.flat_arrays(loaded["model_state"])
+    for key, value in encoder["model_state"].items():
+        np.testing.assert_array_equal(stats[key], value, err_msg=key)

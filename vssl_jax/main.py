@@ -30,6 +30,18 @@ RUNLOCAL = flags.DEFINE_bool(
     False,
     "Shrink the config to seconds on a CPU (tiny demo data, width 4, 2 steps; configs/runlocal.py).",
 )
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    "",
+    "Multi-process runs without SLURM or Cloud TPU: host:port of process 0 (or set "
+    "JAX_COORDINATOR_ADDRESS); with --num_processes and --process_id. See docs/scaling.md.",
+)
+NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 0, "With --coordinator_address: how many processes."
+)
+PROCESS_ID = flags.DEFINE_integer(
+    "process_id", -1, "With --coordinator_address: this process's index, 0..num_processes-1."
+)
 flags.mark_flags_as_required(["config"])
 
 # Errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
@@ -38,6 +50,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, KeyError)
 
 def run(config, workdir: str) -> dict:
     """Runs `config.stage` in `workdir`; returns its results."""
+    import jax
+
     from vssl_jax import evaluate, knn, models, objectives, train
 
     # Fail on misspelt names and contradictory settings before any data is built or read.
@@ -62,8 +76,9 @@ def run(config, workdir: str) -> dict:
             "'^head/' (configs/ssl.py's derived_config sets both)"
         )
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     return stages[config.stage](config, workdir)
 
 
@@ -115,6 +130,14 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     configure_logging()
+    from vssl_jax import distributed
+
+    # Before anything touches the devices (the dry run lists them; JAX then refuses to join).
+    try:
+        distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     config = CONFIG.value
     if RUNLOCAL.value:
         from configs.runlocal import shrink

@@ -14,6 +14,7 @@ import dataclasses
 import glob
 import os
 import re
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,10 +83,15 @@ def features_spec(label_names: Sequence[str]):
     )
 
 
-def _example_pb2():
-    # TFDS ships the tf.train protos; importing them does not import TensorFlow.
-    from tensorflow_datasets.proto import tf_example_pb2
+_IMPORT_LOCK = threading.Lock()
 
+
+def _example_pb2():
+    # TFDS ships the tf.train protos; importing them does not import TensorFlow. One thread at a
+    # time: grain's reader threads arrive here together, and two threads importing TFDS at once
+    # deadlocked (its lazy imports hold a lock while importing; seen as a hang at step 1).
+    with _IMPORT_LOCK:
+        from tensorflow_datasets.proto import tf_example_pb2
     return tf_example_pb2
 
 

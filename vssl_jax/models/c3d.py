@@ -2,7 +2,8 @@
 3x3x3 convolutions (64, 128, 256 x2, 512 x2, 512 x2; with bias) and 5 pools (the first 1x2x2, then
 2x2x2), each conv followed by BatchNorm and ReLU, and pool5 replaced by a global average pool
 that gives the 512-d feature; no fc6/fc7. Reference input 16x112x112. `width` scales the channels
-by width / 64.
+by width / 64. The pools need clips of at least 8 frames of 16x16 pixels; shorter or smaller ones
+are refused (pooled to nothing, the average would be NaN), as torch's max-pool refuses them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class C3D(nnx.Module):
 
     def features(self, video: jax.Array, *, train: bool) -> jax.Array:
         """[batch, time, height, width, 3] -> pooled conv5b features [batch, feature_dim]."""
+        _, frames, height, width, _ = video.shape
+        if frames < 8 or height < 16 or width < 16:
+            raise ValueError(
+                f"c3d needs clips of at least 8 frames of 16x16 pixels (its max-pools halve time "
+                f"3 times and space 4 times), got {frames} frames of {height}x{width}"
+            )
         x = video
         for conv, norm, pool in zip(self.convs, self.norms, self.pools, strict=True):
             x = nnx.relu(norm(conv(x), use_running_average=not train))

