@@ -1,7 +1,9 @@
 """Gradient accumulation (`config.grad_accum_steps`): K micro-batches give the update of the
 whole batch; with BatchNorm, that of K devices with per-device statistics; resume is exact."""
 
+import contextlib
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -121,6 +123,29 @@ def test_batch_must_divide_into_devices_and_micro_batches(tiny_dataset, tmp_path
         train.train_and_evaluate(config, str(tmp_path))
 
 
+@contextlib.contextmanager
+def _compilations(function: str):
+    """Collects JAX's 'Compiling jit(<function>)' log lines while the block runs."""
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith(f"Compiling jit({function})"):
+                messages.append(record.getMessage()[:120])
+
+    logger = logging.getLogger("jax._src.interpreters.pxla")
+    handler, level = Collect(level=logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        yield messages
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def test_resume_with_accumulation_equals_an_uninterrupted_run(tiny_dataset, tmp_path):
     from tests.test_train import train_losses
 
@@ -135,7 +160,9 @@ def test_resume_with_accumulation_equals_an_uninterrupted_run(tiny_dataset, tmp_
         train.train_and_evaluate(config, workdir)
 
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    run(full, 4)
+    with _compilations("train_step") as compiled:
+        run(full, 4)
+    assert len(compiled) == 1, compiled  # 4 steps (8 micro-batches), one compilation.
     run(part, 2)  # Stops after the step-2 checkpoint...
     run(part, 4)  # ... and a second run resumes from it.
     assert train_losses(part) == train_losses(full)
