@@ -67,8 +67,8 @@ def _count(tree) -> int:
 
 
 def plan(config, *, compile_step: bool = True) -> dict:
-    """The facts `--dry_run` prints, as a dict. The train step is always traced and lowered on
-    a batch of the objective's sampler; `compile_step` also compiles it to measure memory."""
+    """The facts `--dry_run` prints, as a dict. The train step is always traced on a batch of
+    the objective's sampler; `compile_step` also compiles it to measure its memory."""
     objective = objectives.get(config.objective.name)
     num_classes, data = _num_classes(config)
     mesh = sharding.make_mesh(config.mesh)
@@ -111,9 +111,11 @@ def plan(config, *, compile_step: bool = True) -> dict:
     }
     batch = abstract_batch(config, objective, clip)
     facts["train_batch"] = {k: list(v.shape) for k, v in batch.items()}
-    lowered = train.jit_train_step(spec, config, mesh, objective).lower(spec.abstract, batch)
-    if compile_step:
-        memory = lowered.compile().memory_analysis()
+    step_fn = train.jit_train_step(spec, config, mesh, objective)
+    if not compile_step:
+        jax.eval_shape(step_fn, spec.abstract, batch)  # Traces the step: shapes and names.
+    else:
+        memory = step_fn.lower(spec.abstract, batch).compile().memory_analysis()
         total = sum(
             getattr(memory, name, 0)
             for name in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")
