@@ -59,15 +59,29 @@ def _budget(config, steps: int, seed: int):
 
 
 def run_comparison(
-    methods, seeds, *, variant: str, pretrain_steps: int, finetune_steps: int, workdir: str
+    methods,
+    seeds,
+    *,
+    variant: str,
+    pretrain_steps: int,
+    finetune_steps: int,
+    workdir: str,
+    data_dir: str = "",
 ) -> dict:
     """{"random": {encoder: [top1 per seed]}, method: [top1 per seed], "encoder": {method:
-    encoder}, "seconds": {...}}. Runs everything in this process."""
+    encoder}, "seconds": {...}}. Runs everything in this process; `data_dir` replaces the
+    variant's dataset (a converted folder with train and val splits)."""
     from vssl_jax import main
 
     results: dict = {"random": {}, "encoder": {}, "seconds": {}}
     for method in methods:
-        get_pretrain = PRETRAIN_CONFIGS[method]
+
+        def get_pretrain(arg, method=method):
+            config = PRETRAIN_CONFIGS[method](arg)
+            if data_dir:
+                _with(config, **{"data.builtin": "", "data.data_dir": data_dir})
+            return config
+
         results[method] = []
         start = time.perf_counter()
         for seed in seeds:
@@ -126,6 +140,7 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--data-dir", default="", help="a converted dataset instead of the demo")
     parser.add_argument("--json")
     args = parser.parse_args()
     from vssl_jax.main import configure_logging
@@ -140,6 +155,7 @@ def main() -> None:
             pretrain_steps=args.pretrain_steps,
             finetune_steps=args.finetune_steps,
             workdir=args.workdir or tmp,
+            data_dir=args.data_dir,
         )
     report.print_table(
         f"val top-1 after {args.finetune_steps} fine-tuning steps ({args.variant}; pretraining "
