@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from tests.conftest import tiny_config
-from vssl_jax import models, objectives, optimizers, sharding, train
+from vssl_jax import objectives, optimizers, sharding, train
+from vssl_jax.models import registry
 from vssl_jax.models.heads import ClassifierHead
 from vssl_jax.state import initial_state, make_state_spec, normalized
 
@@ -32,10 +33,16 @@ class _PooledMLP(nnx.Module):
         return self.head(self.features(video, train=train), train=train, rngs=rngs)
 
 
-if "test_pooled_mlp" not in models.names():
-    models.register("test_pooled_mlp")(
-        lambda num_classes, *, rngs, **kw: _PooledMLP(num_classes, rngs=rngs, **kw)
+@pytest.fixture
+def pooled_mlp(monkeypatch):
+    """`_PooledMLP` registered as "test_pooled_mlp" for one test only (other tests enumerate
+    the registry: every registered model must have a config)."""
+    monkeypatch.setitem(
+        registry._MODELS,
+        "test_pooled_mlp",
+        lambda num_classes, *, rngs, **kw: _PooledMLP(num_classes, rngs=rngs, **kw),
     )
+    return "test_pooled_mlp"
 
 
 def _step(config):
@@ -73,10 +80,10 @@ def test_micro_batches_take_every_kth_row():
     )
 
 
-def test_without_batch_norm_four_micro_batches_equal_one_batch(tiny_dataset):
+def test_without_batch_norm_four_micro_batches_equal_one_batch(tiny_dataset, pooled_mlp):
     batch = _batch()
-    spec, whole = _step(_config(tiny_dataset, "test_pooled_mlp", 1))
-    _, accumulated = _step(_config(tiny_dataset, "test_pooled_mlp", 4))
+    spec, whole = _step(_config(tiny_dataset, pooled_mlp, 1))
+    _, accumulated = _step(_config(tiny_dataset, pooled_mlp, 4))
     state = initial_state(spec)
     one, metrics_one = whole(state, batch)
     four, metrics_four = accumulated(initial_state(spec), batch)
