@@ -1,11 +1,12 @@
 """Every config in `configs/`, every variant it offers, kept alive.
 
 Each config module lists the `arg`s its `get_config` takes in `VARIANTS`. Every (file, variant)
-is loaded and shrunk with `configs/runlocal.py` (what `--runlocal` does); its train step is traced
-and lowered on a batch of its objective's own sampler (`vssl_jax.dry_run.plan`), which catches
-a misspelt key, a model or objective that is not registered, a clip that does not fit the model.
-Then one config of each (stage, objective) pair runs end to end, 2 steps plus the stage's
-evaluation. A new config file is covered without anyone editing this test.
+is loaded, locked, and shrunk with `configs/runlocal.py` (what `--runlocal` does). The cheapest
+config of each (stage, objective) pair then runs end to end, 2 steps plus the stage's
+evaluation; every other distinct train step (model x objective x trained parameters x
+accumulation) is traced on a batch of its objective's own sampler (`vssl_jax.dry_run.plan`),
+which catches a model or objective that is not registered, options a model does not take, a
+clip that does not fit the model. A new config file is covered without anyone editing this test.
 """
 
 import glob
@@ -40,28 +41,23 @@ def _shrunk(name: str, variant):
     return shrink(importlib.import_module(f"configs.{name}").get_config(variant))
 
 
-def _unique_cases():
-    """The first (file, variant) of every distinct train step: model, objective and its
-    switches, accumulation, trainable parameters."""
-    seen, unique = set(), []
-    for name, variant in _cases():
-        config = _shrunk(name, variant)
-        # The model, the objective's switches and what is trained change the code traced; a
-        # dataset variant's clip length, width or queue size change only sizes and values.
-        switches = {k: v for k, v in config.objective.items() if isinstance(v, bool | str)}
-        key = json.dumps(
-            [config.model.name, switches, config.grad_accum_steps, config.optimizer.trainable],
-            sort_keys=True,
-            default=str,
-        )
-        if key not in seen:
-            seen.add(key)
-            unique.append((name, variant))
-    return unique
+def _step_key(config) -> str:
+    """What decides the code of a config's train step: for supervised objectives the model
+    (and what is trained, and the accumulation); for a self-supervised objective the objective
+    itself (its models are the zoo's, each traced by its own config). A dataset variant's
+    sizes, switches and rates change only values."""
+    supervised = config.objective.name in ("supervised", "linear_probe")
+    return json.dumps(
+        [
+            config.model.name if supervised else "",
+            config.objective.name,
+            config.optimizer.trainable,
+            config.grad_accum_steps,
+        ]
+    )
 
 
 CASES = _cases()
-UNIQUE = _unique_cases()
 
 
 def test_every_config_lists_variants_that_load():
@@ -73,29 +69,36 @@ def test_every_config_lists_variants_that_load():
         assert config.is_locked, f"configs/{name}.py:{variant} returns an unlocked config"
 
 
-@pytest.mark.parametrize("name, variant", UNIQUE, ids=[f"{n}:{v}" for n, v in UNIQUE])
-def test_config_traces_its_train_step(name, variant):
-    facts = dry_run.plan(_shrunk(name, variant), compile_step=False)
-    assert facts["params_encoder"] > 0 and facts["encoder_gflops_per_clip"] > 0
+# The end-to-end runs take the cheapest config of each (stage, objective): smoke and demo
+# variants first, then small encoders.
+SMALL_MODELS = ("r3d_18", "resnet3d_18", "c3d", "mc3_18")
+
+
+def _cost(case) -> tuple:
+    name, variant = case
+    size = 0 if "smoke" in str(variant) else 1 if "demo" in str(variant) else 2
+    return size, _shrunk(name, variant).model.name not in SMALL_MODELS
 
 
 def _representatives():
     chosen = {}
-    for name, variant in CASES:
+    for name, variant in sorted(CASES, key=_cost):
         config = _shrunk(name, variant)
         chosen.setdefault((config.stage, config.objective.name), (name, variant))
     return sorted(chosen.values(), key=str)
 
 
-def _run(config, workdir: str) -> dict:
+def _run(config, workdir: str, sources: dict) -> dict:
     """Runs `config`'s stage, first making what it starts from: a checkpoint of the same model
-    (for `eval`, `features`, and `knn` without `init_from`) or a pretrained encoder (for
-    `finetune`, `linear_probe`, `knn` with `init_from`)."""
+    (for `eval`, `features`) or a trained encoder for `init_from` (for `finetune`,
+    `linear_probe`, `knn`; one per model, shared through `sources`)."""
     with config.unlocked():
         if config.stage in ("finetune", "linear_probe", "knn"):
-            source = os.path.join(workdir, "source")
-            config.init_from = source
-            main.run(_as_supervised_training(config), source)
+            key = json.dumps(config.model.to_dict(), sort_keys=True)
+            if key not in sources:
+                sources[key] = os.path.join(workdir, "source")
+                main.run(_as_supervised_training(config), sources[key])
+            config.init_from = sources[key]
         elif config.stage in ("eval", "features"):
             main.run(_as_supervised_training(config), workdir)
     config.lock()
@@ -117,9 +120,36 @@ def _as_supervised_training(config):
 REPRESENTATIVES = _representatives()
 
 
+@pytest.fixture(scope="module")
+def encoders() -> dict:
+    """Trained encoders by model config, for the stages that start from one."""
+    return {}
+
+
+def _traced_cases():
+    """The first (file, variant) of every other distinct train step."""
+    seen = {_step_key(_shrunk(n, v)) for n, v in REPRESENTATIVES}
+    cases = []
+    for name, variant in CASES:
+        key = _step_key(_shrunk(name, variant))
+        if key not in seen:
+            seen.add(key)
+            cases.append((name, variant))
+    return cases
+
+
+TRACED = _traced_cases()
+
+
+@pytest.mark.parametrize("name, variant", TRACED, ids=[f"{n}:{v}" for n, v in TRACED])
+def test_config_traces_its_train_step(name, variant):
+    facts = dry_run.plan(_shrunk(name, variant), compile_step=False)
+    assert facts["params_encoder"] > 0 and facts["encoder_gflops_per_clip"] > 0
+
+
 @pytest.mark.parametrize(
     "name, variant", REPRESENTATIVES, ids=[f"{n}:{v}" for n, v in REPRESENTATIVES]
 )
-def test_stage_runs_end_to_end(name, variant, tmp_path):
-    results = _run(_shrunk(name, variant), str(tmp_path))
+def test_stage_runs_end_to_end(name, variant, tmp_path, encoders):
+    results = _run(_shrunk(name, variant), str(tmp_path), encoders)
     assert results.get("top1", results.get("knn_top1", results.get("feature_dim"))) is not None
