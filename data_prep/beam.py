@@ -27,8 +27,11 @@ optional extra: `pip install -e ".[beam]"`.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import pickle
+import secrets
 import time
 from collections.abc import Sequence
 
@@ -40,13 +43,24 @@ from data_prep.sources import Listing
 RUNNERS = ("DirectRunner", "PrismRunner", "PortableRunner", "FlinkRunner", "SparkRunner")
 
 
-def encode_job(job: convert.ShardJob) -> str:
-    """One line of the work list: the pickled job in base64 (no newline in it)."""
-    return base64.b64encode(pickle.dumps(job)).decode("ascii")
+def encode_job(job: convert.ShardJob, key: bytes) -> str:
+    """One line of the work list: an HMAC-SHA256 of the pickled job under this launch's `key`,
+    then the pickled job in base64 (no newline in either)."""
+    payload = pickle.dumps(job)
+    return (
+        f"{hmac.new(key, payload, hashlib.sha256).hexdigest()} {base64.b64encode(payload).decode()}"
+    )
 
 
-def decode_job(line: str) -> convert.ShardJob:
-    return pickle.loads(base64.b64decode(line))
+def decode_job(line: str, key: bytes) -> convert.ShardJob:
+    """The job of a work-list line, unpickled only if its HMAC proves this launch wrote it: the
+    file sits on disk while the pipeline runs, and a pickle from anyone else could run code."""
+    digest, _, encoded = line.partition(" ")
+    payload = base64.b64decode(encoded)
+    expected = hmac.new(key, payload, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(digest, expected):
+        raise ConvertError("Beam work list: a line was not written by this launch; refusing it")
+    return pickle.loads(payload)
 
 
 def convert_with_beam(
@@ -89,15 +103,17 @@ def convert_with_beam(
         work_list = os.path.join(
             output_dir, manifest.SIDECAR_DIR, f"{plan.dataset_name}.beam-work-{os.getpid()}.txt"
         )
+        # The key travels inside the pipeline definition, never on disk.
+        key = secrets.token_bytes(32)
         with open(work_list, "w", encoding="ascii") as f:
-            f.writelines(f"{encode_job(job)}\n" for job in plan.jobs)
+            f.writelines(f"{encode_job(job, key)}\n" for job in plan.jobs)
         try:
             options = PipelineOptions([f"--runner={runner}", *pipeline_args])
             with beam.Pipeline(options=options) as pipeline:
                 _ = (
                     pipeline
                     | "WorkList" >> beam.io.ReadFromText(work_list)
-                    | "Decode" >> beam.Map(decode_job)
+                    | "Decode" >> beam.Map(decode_job, key)
                     # One shard per element; spreads them over the workers, whatever the
                     # text reader's split.
                     | "Spread" >> beam.Reshuffle()

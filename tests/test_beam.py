@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import apache_beam  # noqa: F401  (the `beam` extra: CI installs it; this file must not skip)
+import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 
 from data_prep.beam import convert_with_beam
@@ -157,3 +158,22 @@ def test_options_beam_does_not_take_are_one_line_errors(tmp_path):
     dataflow = _cli(f"--input={folder}", f"--output={tmp_path / 'c'}", "--runner=DataflowRunner")
     assert dataflow.returncode == 2
     assert "Dataflow workers cannot see the launcher's paths" in dataflow.stderr
+
+
+def test_work_list_lines_not_written_by_this_launch_are_refused():
+    """The work list is on disk while the pipeline runs; only lines carrying this launch's HMAC
+    are unpickled."""
+    import base64
+    import pickle
+
+    from data_prep import beam as beam_convert
+    from data_prep.manifest import ConvertError
+
+    key = bytes(range(32))
+    line = beam_convert.encode_job({"shard": 3}, key)
+    assert beam_convert.decode_job(line, key) == {"shard": 3}
+    digest = line.split(" ")[0]
+    forged = f"{digest} {base64.b64encode(pickle.dumps({'shard': 4})).decode()}"
+    for bad_line, bad_key in ((forged, key), (line, bytes(32))):
+        with pytest.raises(ConvertError, match="not written by this launch"):
+            beam_convert.decode_job(bad_line, bad_key)
