@@ -2,8 +2,8 @@
 
 Each config module lists the `arg`s its `get_config` takes in `VARIANTS`. Every (file, variant)
 is loaded, locked, and shrunk with `configs/runlocal.py` (what `--runlocal` does). The cheapest
-config of each (stage, objective) pair then runs end to end, 2 steps plus the stage's
-evaluation; every other distinct train step (model x objective x trained parameters x
+config of each training stage and objective (`train`, `pretrain` x objective) then runs end to
+end, 2 steps plus the stage's evaluation; every other distinct train step (model x objective x trained parameters x
 accumulation) is traced on a batch of its objective's own sampler (`vssl_jax.dry_run.plan`),
 which catches a model or objective that is not registered, options a model does not take, a
 clip that does not fit the model. A new config file is covered without anyone editing this test.
@@ -81,49 +81,18 @@ def _cost(case) -> tuple:
 
 
 def _representatives():
+    """The cheapest config of each (training stage, objective). The stages that start from a
+    checkpoint (`finetune`, `linear_probe`, `knn`, `eval`, `features`) run end to end in
+    `tests/test_stages.py` and `tests/test_train.py`; here their configs are traced."""
     chosen = {}
     for name, variant in sorted(CASES, key=_cost):
         config = _shrunk(name, variant)
-        chosen.setdefault((config.stage, config.objective.name), (name, variant))
+        if config.stage in ("train", "pretrain"):
+            chosen.setdefault((config.stage, config.objective.name), (name, variant))
     return sorted(chosen.values(), key=str)
 
 
-def _run(config, workdir: str, sources: dict) -> dict:
-    """Runs `config`'s stage, first making what it starts from: a checkpoint of the same model
-    (for `eval`, `features`) or a trained encoder for `init_from` (for `finetune`,
-    `linear_probe`, `knn`; one per model, shared through `sources`)."""
-    with config.unlocked():
-        if config.stage in ("finetune", "linear_probe", "knn"):
-            key = json.dumps(config.model.to_dict(), sort_keys=True)
-            if key not in sources:
-                sources[key] = os.path.join(workdir, "source")
-                main.run(_as_supervised_training(config), sources[key])
-            config.init_from = sources[key]
-        elif config.stage in ("eval", "features"):
-            main.run(_as_supervised_training(config), workdir)
-    config.lock()
-    return main.run(config, workdir)
-
-
-def _as_supervised_training(config):
-    import copy
-
-    source = copy.deepcopy(config)
-    with source.unlocked():
-        source.stage = "train"
-        source.init_from = ""
-        source.objective.name = "supervised"
-        source.optimizer.trainable = ""
-    return source
-
-
 REPRESENTATIVES = _representatives()
-
-
-@pytest.fixture(scope="module")
-def encoders() -> dict:
-    """Trained encoders by model config, for the stages that start from one."""
-    return {}
 
 
 def _traced_cases():
@@ -150,6 +119,6 @@ def test_config_traces_its_train_step(name, variant):
 @pytest.mark.parametrize(
     "name, variant", REPRESENTATIVES, ids=[f"{n}:{v}" for n, v in REPRESENTATIVES]
 )
-def test_stage_runs_end_to_end(name, variant, tmp_path, encoders):
-    results = _run(_shrunk(name, variant), str(tmp_path), encoders)
+def test_stage_runs_end_to_end(name, variant, tmp_path):
+    results = main.run(_shrunk(name, variant), str(tmp_path))
     assert results.get("top1", results.get("knn_top1", results.get("feature_dim"))) is not None
