@@ -166,6 +166,14 @@ def main(argv: list[str]) -> None:
             traceback.print_exc(file=f)
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
+        from vssl_jax.checkpoint import DiskFullError
+
+        if isinstance(e, DiskFullError):
+            # The checkpointer's background threads still hold the failed write; at interpreter
+            # exit they print their own tracebacks after this line. Nothing is left to save.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         sys.exit(2)
     if "top1" in results:
         summary = {k: results[k] for k in ("top1", "top5", "mean_class_accuracy", "num_examples")}
