@@ -7,6 +7,9 @@
         --class-list classInd.txt --output data/ucf101
     python -m data_prep convert --input videos/ --output data/my_videos --runner=DirectRunner \\
         --direct_num_workers=8 --direct_running_mode=multi_processing
+    python -m data_prep convert --input gs://my-bucket/videos --output gs://my-bucket/shards \\
+        --runner=DataflowRunner --project=my-project --region=us-central1 \\
+        --temp_location=gs://my-bucket/tmp --sdk_container_image=IMAGE
     python -m data_prep inspect data/ucf101 --out reports/ucf101
     python -m data_prep verify data/ucf101
 
@@ -24,6 +27,7 @@ from data_prep.frames import DEFAULT_SOURCE_FPS
 from data_prep.inspect import InspectError
 from data_prep.manifest import ConvertError, ShardError
 from data_prep.sources import FORMATS, SourceError
+from data_prep.storage import StorageError
 
 # Seconds a video may take to decode before it is killed and skipped: a 10-minute 1080p h264
 # video decodes, resizes and encodes in about 2 minutes on one core here.
@@ -37,9 +41,14 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         help="a folder of videos or frame folders (ROOT/<class>/<video>, or "
         "ROOT/<split>/<class>/<video>); a list file (Kinetics CSV, JSON, 3D-ResNets JSON, "
         "VTDL, TSN/mmaction2 rawframe or video list, datalist.json, DPC CSV); the UCF101/HMDB51 "
-        "video or frame folder (with --splits-dir)",
+        "video or frame folder (with --splits-dir). With --runner it may be a remote URL "
+        "(gs://bucket/videos: video files, not frame folders)",
     )
-    parser.add_argument("--output", required=True, help="folder for the shards and metadata")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="folder for the shards and metadata (with --runner it may be a gs:// URL)",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -108,18 +117,43 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runner",
         help="convert as an Apache Beam pipeline on this runner (DirectRunner, PrismRunner, "
-        "PortableRunner, FlinkRunner, SparkRunner; needs pip install -e '.[beam]'); options "
-        "this command does not know are passed to Beam as pipeline options, --workers is not "
-        "used. Every worker must see --input and --output at the same paths (docs/scaling.md). "
-        "Default: local worker processes",
+        "PortableRunner, FlinkRunner, SparkRunner, DataflowRunner; needs pip install -e "
+        "'.[beam]', and apache-beam[gcp] for Dataflow and gs://); options this command does not "
+        "know are passed to Beam as pipeline options, --workers is not used. Every worker must "
+        "see local --input and --output at the same paths; remote URLs (gs://...) are read and "
+        "written through Beam's FileSystems, and are what DataflowRunner needs "
+        "(docs/scaling.md). Default: local worker processes",
     )
 
 
+def _path_arguments(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(flag, path) of the convert options that name files or folders, where given."""
+    flags = {
+        "--input": args.input,
+        "--output": args.output,
+        "--video-root": args.video_root,
+        "--class-list": args.class_list,
+        "--splits-dir": args.splits_dir,
+        "--label-map": args.label_map,
+    }
+    return [(flag, path) for flag, path in flags.items() if path]
+
+
 def _run_convert(args: argparse.Namespace) -> None:
-    from data_prep.convert import convert
+    from data_prep import storage
+    from data_prep.convert import convert, local_only_message
     from data_prep.frames import default_source_fps
     from data_prep.sources import list_sources
 
+    # Before listing anything: a wrong runner, Beam option or path fails at once.
+    if args.runner:
+        from data_prep.beam import check_runner
+
+        check_runner(args.runner, args.pipeline_args, _path_arguments(args))
+    else:
+        for _, path in _path_arguments(args):
+            if storage.is_remote(path):
+                raise ConvertError(local_only_message(path))
     listing = list_sources(
         args.format,
         args.input,
@@ -158,9 +192,20 @@ def _run_convert(args: argparse.Namespace) -> None:
         convert(listing, args.output, workers=args.workers, **options)
 
 
+def _require_local(path: str, command: str) -> None:
+    from data_prep import storage
+
+    if storage.is_remote(path):
+        raise StorageError(
+            f"{path}: {command} reads local shards; copy the folder here first "
+            f"(e.g. gcloud storage cp -r {path} .)"
+        )
+
+
 def _run_inspect(args: argparse.Namespace) -> None:
     from data_prep.inspect import inspect_shards
 
+    _require_local(args.shards_dir, "inspect")
     inspect_shards(args.shards_dir, args.out)
 
 
@@ -169,6 +214,7 @@ def _run_verify(args: argparse.Namespace) -> None:
 
     from data_prep.manifest import MANIFEST, verify_shards
 
+    _require_local(args.shards_dir, "verify")
     path = os.path.join(args.shards_dir, MANIFEST)
     if not os.path.isfile(path):
         raise ShardError(f"{path}: no such file (verify checks what convert wrote)")
@@ -251,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args.pipeline_args = unknown
     try:
         args.run(args)
-    except (SourceError, ConvertError, InspectError, ShardError) as e:
+    except (SourceError, ConvertError, InspectError, ShardError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,12 +16,12 @@ The work list is a file rather than an in-memory `Create` because a runner ships
 elements inside the pipeline definition, which Kinetics-sized listings (hundreds of thousands of
 videos) make too large; a text file is split between workers like any other input.
 
-Every worker opens the video paths and the output folder as local paths, so the launcher and all
-workers must see them at the same paths: one machine (DirectRunner, PrismRunner), or a cluster
-with a shared filesystem (Flink or Spark over NFS, Lustre...). Dataflow's workers have no such
-filesystem (they cannot mount one) and the listing and shard writers take local paths only, so
-DataflowRunner is refused with that reason rather than failing on its workers. Beam itself is an
-optional extra: `pip install -e ".[beam]"`.
+Paths are local (every worker must see them at the same place: one machine, or a cluster with a
+shared filesystem) or remote URLs that Beam's FileSystems serve (`gs://` with Beam's GCP extra,
+`s3://`, ...; data_prep/storage.py): the launcher lists and plans through them, each worker
+copies its videos from them and uploads its shards to them. Dataflow's workers share no
+filesystem, so DataflowRunner takes remote paths only. Beam itself is an optional extra:
+`pip install -e ".[beam]"` (and `apache-beam[gcp]` for Dataflow and gs://).
 """
 
 from __future__ import annotations
@@ -34,13 +34,26 @@ import pickle
 import secrets
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from data_prep import convert, manifest
+from data_prep import convert, manifest, storage
 from data_prep.manifest import ConvertError
 from data_prep.sources import Listing
 
-# Runners `--runner` accepts: Beam's local ones and engines whose workers can share a filesystem.
-RUNNERS = ("DirectRunner", "PrismRunner", "PortableRunner", "FlinkRunner", "SparkRunner")
+if TYPE_CHECKING:  # Beam is an optional extra, imported when a pipeline is wanted.
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+# Runners `--runner` accepts: Beam's local ones, engines whose workers can share a filesystem,
+# and Dataflow (remote paths only).
+RUNNERS = (
+    "DirectRunner",
+    "PrismRunner",
+    "PortableRunner",
+    "FlinkRunner",
+    "SparkRunner",
+    "DataflowRunner",
+)
 
 
 def encode_job(job: convert.ShardJob, key: bytes) -> str:
@@ -63,6 +76,80 @@ def decode_job(line: str, key: bytes) -> convert.ShardJob:
     return pickle.loads(payload)
 
 
+def _dataflow_client_missing() -> bool:
+    """True when Beam's GCP extra (the Dataflow client and the gs:// FileSystem) is not installed."""
+    try:
+        import apache_beam.io.gcp.gcsfilesystem  # noqa: F401
+        import apache_beam.runners.dataflow.internal.apiclient  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def check_runner(
+    runner: str, pipeline_args: Sequence[str] = (), paths: Sequence[tuple[str, str]] = ()
+) -> PipelineOptions:
+    """The pipeline options, once everything that can be checked before anything is listed or
+    written is right; else a one-line ConvertError.
+
+    Checks the runner's name, that Beam is installed, Beam's own validation of the pipeline
+    options for that runner (what `beam.Pipeline` would refuse), and for DataflowRunner that
+    every path in `paths` (`(what, path)` pairs, e.g. `("--output", ...)`) is remote and that
+    Beam's GCP extra is installed. Also hands the options to Beam's FileSystems, so the launcher
+    reaches remote storage with the same settings (credentials, endpoints) as the workers.
+    """
+    if runner not in RUNNERS:
+        raise ConvertError(f"--runner {runner}: unknown runner (one of {', '.join(RUNNERS)})")
+    try:
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+        from apache_beam.runners.runner import create_runner
+    except ImportError:
+        raise ConvertError(
+            f"--runner {runner} needs Apache Beam: pip install -e '.[beam]'"
+        ) from None
+    options = PipelineOptions([f"--runner={runner}", *pipeline_args])
+    errors = PipelineOptionsValidator(options, create_runner(runner)).validate()
+    if errors:
+        problems = "; ".join(e.strip().rstrip(".") for e in errors)
+        raise ConvertError(f"--runner {runner}: {problems}")
+    if runner == "DataflowRunner":
+        for what, path in paths:
+            if not storage.is_remote(path):
+                raise ConvertError(
+                    f"--runner DataflowRunner: {what} {path} is a local path, which Dataflow's "
+                    "workers cannot see; give a gs:// URL (docs/scaling.md)"
+                )
+        if _dataflow_client_missing():
+            raise ConvertError(
+                "--runner DataflowRunner needs Beam's GCP extra (the Dataflow client and gs:// "
+                "paths): pip install 'apache-beam[gcp]'"
+            )
+    FileSystems.set_options(options)
+    return options
+
+
+def build_pipeline(
+    options: PipelineOptions, work_list: str, key: bytes, decode_timeout: float | None
+) -> beam.Pipeline:
+    """The conversion pipeline over `work_list` (lines signed with `key`), built but not run:
+    running it is submitting it."""
+    import apache_beam as beam
+
+    pipeline = beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | "WorkList" >> beam.io.ReadFromText(work_list)
+        | "Decode" >> beam.Map(decode_job, key)
+        # One shard per element; spreads them over the workers, whatever the text reader's
+        # split.
+        | "Spread" >> beam.Reshuffle()
+        | "WriteShard" >> beam.Map(convert.write_shard_job, decode_timeout)
+    )
+    return pipeline
+
+
 def convert_with_beam(
     listing: Listing,
     output_dir: str,
@@ -78,47 +165,38 @@ def convert_with_beam(
     `plan_options` are `convert.plan_conversion`'s (fps, short_side, jpeg_quality,
     videos_per_shard, tfrecord, dataset_name, source_fps); the output equals `convert`'s with
     the same options. `pipeline_args` are Beam pipeline options (`--direct_num_workers=4`,
-    `--flink_master=host:8081`, ...), passed through as they are.
+    `--flink_master=host:8081`, `--project=...`), passed through as they are. The videos and
+    `output_dir` may be remote (`gs://...`); with DataflowRunner they must be.
     """
-    if runner == "DataflowRunner":
-        raise ConvertError(
-            "--runner DataflowRunner: Dataflow workers cannot see the launcher's paths and "
-            "gs:// paths are not supported yet; use FlinkRunner or SparkRunner on a cluster with "
-            "a shared filesystem, or one large machine (docs/scaling.md)"
-        )
-    if runner not in RUNNERS:
-        raise ConvertError(f"--runner {runner}: unknown runner (one of {', '.join(RUNNERS)})")
-    try:
-        import apache_beam as beam
-        from apache_beam.options.pipeline_options import PipelineOptions
-    except ImportError:
-        raise ConvertError(
-            f"--runner {runner} needs Apache Beam: pip install -e '.[beam]'"
-        ) from None
+    local_video = next((s.path for s in listing.sources if not storage.is_remote(s.path)), None)
+    paths = [("--output", output_dir)]
+    if local_video is not None:
+        paths.append(("the listed video", local_video))
+    options = check_runner(runner, pipeline_args, paths)
+    from apache_beam.runners.runner import PipelineState
+
     began = time.monotonic()
     plan = convert.plan_conversion(
         listing, output_dir, decode_timeout=decode_timeout, **plan_options
     )
     if plan.jobs:
         work_list = os.path.join(
-            output_dir, manifest.SIDECAR_DIR, f"{plan.dataset_name}.beam-work-{os.getpid()}.txt"
+            output_dir,
+            manifest.SIDECAR_DIR,
+            f"{plan.dataset_name}.beam-work-{secrets.token_hex(8)}.txt",
         )
         # The key travels inside the pipeline definition, never on disk.
         key = secrets.token_bytes(32)
-        with open(work_list, "w", encoding="ascii") as f:
+        with storage.open_write(work_list, "w", encoding="ascii") as f:
             f.writelines(f"{encode_job(job, key)}\n" for job in plan.jobs)
         try:
-            options = PipelineOptions([f"--runner={runner}", *pipeline_args])
-            with beam.Pipeline(options=options) as pipeline:
-                _ = (
-                    pipeline
-                    | "WorkList" >> beam.io.ReadFromText(work_list)
-                    | "Decode" >> beam.Map(decode_job, key)
-                    # One shard per element; spreads them over the workers, whatever the
-                    # text reader's split.
-                    | "Spread" >> beam.Reshuffle()
-                    | "WriteShard" >> beam.Map(convert.write_shard_job, decode_timeout)
-                )
+            result = build_pipeline(options, work_list, key, decode_timeout).run()
+            state = result.wait_until_finish()
         finally:
-            os.remove(work_list)
+            storage.remove(work_list)
+        if state != PipelineState.DONE:
+            raise ConvertError(
+                f"{output_dir}: the {runner} pipeline ended {state}; run the same command "
+                "again to convert the shards it did not write"
+            )
     return convert.finish_conversion(plan, began, show_progress)

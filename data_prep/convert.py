@@ -14,6 +14,11 @@ SHA-256.
 `convert` is the local engine. The same three parts run on Apache Beam (beam.py):
 `plan_conversion` (label map, split plans, the shards still to write) on the launching machine,
 `write_shard_job` for each shard on the engine's workers, `finish_conversion` (manifest) at the end.
+There the videos and the output folder may also be remote (`gs://...`, through Beam's
+FileSystems: storage.py): a worker decodes a local copy of each remote video, writes the shard to
+local files and uploads them under temporary names before renaming them into place, so a retried
+or preempted worker never leaves part of a shard under its final name. `convert` itself reads
+and writes local paths only.
 
 Every video that decodes is kept, however short: a video of fewer frames than a training clip
 spans is stored as it is, and the training samplers loop its frames from frame 0
@@ -31,13 +36,14 @@ import multiprocessing.connection
 import os
 import signal
 import struct
+import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import tqdm
 
-from data_prep import frames, manifest
+from data_prep import frames, manifest, storage
 from data_prep.manifest import ConvertError
 from data_prep.sources import Listing, VideoSource, apply_label_names, load_label_map
 from vssl_jax import video_io
@@ -53,6 +59,8 @@ class _Task:
     jpeg_quality: int
     tfrecord: bool
     source_fps: float = frames.DEFAULT_SOURCE_FPS  # Frame folders' frame rate.
+    # A local copy of a remote source.path, decoded in its place (records keep source.path).
+    local_copy: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +112,7 @@ def _convert_video(task: _Task) -> _Result:
     """Runs in a worker process: one video -> its serialized record(s)."""
     source = task.source
     try:
-        if os.path.isdir(source.path):
+        if task.local_copy is None and os.path.isdir(source.path):
             clip, _ = frames.read_frame_folder(
                 source.path,
                 frame_range=source.frame_range,
@@ -115,7 +123,7 @@ def _convert_video(task: _Task) -> _Result:
             )
         else:
             clip = video_io.decode_to_jpegs(
-                source.path,
+                task.local_copy or source.path,
                 fps=task.fps,
                 short_side=task.short_side,
                 start_time=source.start_time,
@@ -187,9 +195,9 @@ def _is_complete(output_dir: str, shard: _Shard, options: dict, tfrecord: bool) 
     return (
         sidecar["options"] == options
         and sidecar["sources"] == [_source_key(s) for s in shard.sources]
-        and os.path.isfile(array_record_path)
-        and os.path.getsize(array_record_path) == sidecar["num_bytes"]
-        and (not tfrecord or (sidecar["tfrecord"] and os.path.isfile(tfrecord_path)))
+        and storage.isfile(array_record_path)
+        and storage.getsize(array_record_path) == sidecar["num_bytes"]
+        and (not tfrecord or (sidecar["tfrecord"] and storage.isfile(tfrecord_path)))
     )
 
 
@@ -204,16 +212,16 @@ def _remove_stale(output_dir: str, dataset_name: str, split: str, shards: list[_
     leftovers = (f"{manifest.MANIFEST}.tmp-", f"{manifest.LABEL_MAP}.tmp-")
     for folder in (manifest.SIDECAR_DIR, manifest.TFRECORD_DIR, ""):
         path = os.path.join(output_dir, folder)
-        if not os.path.isdir(path):
+        if not storage.isdir(path):
             continue
-        for name in os.listdir(path):
+        for name in storage.listdir(path):
             stale = (
                 name.startswith(prefix)
                 and name not in keep
                 and not name.endswith(manifest.PLAN_SUFFIX)
             )
             if stale or (folder == "" and name.startswith(leftovers)):
-                os.remove(os.path.join(path, name))
+                storage.remove(os.path.join(path, name))
 
 
 def _tfrecord_frame(data: bytes) -> bytes:
@@ -228,24 +236,19 @@ def _tfrecord_frame(data: bytes) -> bytes:
     return length + TFRecordWriter.masked_crc(length) + data + TFRecordWriter.masked_crc(data)
 
 
-def _write_shard(
-    output_dir: str,
+def _write_records(
+    array_record_file: str,
+    tfrecord_file: str | None,
     shard: _Shard,
     results: Iterator[_Result],
-    options: dict,
-    tfrecord: bool,
-    progress: tqdm.tqdm | None = None,
-) -> None:
+    progress: tqdm.tqdm | None,
+) -> tuple[list[dict], list[dict]]:
+    """Writes the shard's records into local files; returns its videos and skipped entries."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    array_record_path, tfrecord_path = _shard_files(output_dir, shard.name)
-    for path in (array_record_path, tfrecord_path):
-        if os.path.exists(path):
-            os.remove(path)
-    suffix = f".tmp-{os.getpid()}"
     # group_size:1 keeps every record independently readable: random access per video.
-    writer = ArrayRecordWriter(array_record_path + suffix, "group_size:1")
-    tfrecord_file = open(tfrecord_path + suffix, "wb") if tfrecord else None
+    writer = ArrayRecordWriter(array_record_file, "group_size:1")
+    tfrecord_out = open(tfrecord_file, "wb") if tfrecord_file is not None else None
     videos, skipped = [], []
     for source in shard.sources:
         result = next(results)
@@ -257,8 +260,8 @@ def _write_shard(
             )
             continue
         writer.write(result.record)
-        if tfrecord_file is not None:
-            tfrecord_file.write(_tfrecord_frame(result.sequence_example))
+        if tfrecord_out is not None:
+            tfrecord_out.write(_tfrecord_frame(result.sequence_example))
         videos.append(
             {
                 "path": source.path,
@@ -269,27 +272,60 @@ def _write_shard(
             }
         )
     writer.close()
-    if tfrecord_file is not None:
-        tfrecord_file.close()
-    sidecar = {
-        "shard": shard.name,
-        "split": shard.split,
-        "options": options,
-        "tfrecord": tfrecord,
-        "sources": [_source_key(s) for s in shard.sources],
-        "num_bytes": os.path.getsize(array_record_path + suffix),
-        "sha256": manifest.file_sha256(array_record_path + suffix),
-        "videos": videos,
-        "skipped": skipped,
-    }
-    if tfrecord:
-        sidecar["tfrecord_num_bytes"] = os.path.getsize(tfrecord_path + suffix)
-        sidecar["tfrecord_sha256"] = manifest.file_sha256(tfrecord_path + suffix)
+    if tfrecord_out is not None:
+        tfrecord_out.close()
+    return videos, skipped
+
+
+def _write_shard(
+    output_dir: str,
+    shard: _Shard,
+    results: Iterator[_Result],
+    options: dict,
+    tfrecord: bool,
+    progress: tqdm.tqdm | None = None,
+) -> None:
+    array_record_path, tfrecord_path = _shard_files(output_dir, shard.name)
+    for path in (array_record_path, tfrecord_path):
+        if storage.exists(path):
+            storage.remove(path)
+    array_record_tmp = storage.temporary_name(array_record_path)
+    tfrecord_tmp = storage.temporary_name(tfrecord_path)
+    remote = storage.is_remote(output_dir)
+    with contextlib.ExitStack() as stack:
+        if remote:
+            # The writers take local files: written here, then uploaded under the temporary names.
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="vssl-shard-"))
+            array_record_file = os.path.join(scratch, os.path.basename(array_record_path))
+            tfrecord_file = os.path.join(scratch, os.path.basename(tfrecord_path))
+        else:
+            array_record_file, tfrecord_file = array_record_tmp, tfrecord_tmp
+        videos, skipped = _write_records(
+            array_record_file, tfrecord_file if tfrecord else None, shard, results, progress
+        )
+        sidecar = {
+            "shard": shard.name,
+            "split": shard.split,
+            "options": options,
+            "tfrecord": tfrecord,
+            "sources": [_source_key(s) for s in shard.sources],
+            "num_bytes": os.path.getsize(array_record_file),
+            "sha256": manifest.file_sha256(array_record_file),
+            "videos": videos,
+            "skipped": skipped,
+        }
+        if tfrecord:
+            sidecar["tfrecord_num_bytes"] = os.path.getsize(tfrecord_file)
+            sidecar["tfrecord_sha256"] = manifest.file_sha256(tfrecord_file)
+        if remote:
+            storage.copy_from_local(array_record_file, array_record_tmp)
+            if tfrecord:
+                storage.copy_from_local(tfrecord_file, tfrecord_tmp)
     # The sidecar goes first: a shard under its final name always has one.
     manifest.write_json(manifest.sidecar_path(output_dir, shard.name), sidecar)
     if tfrecord:
-        os.replace(tfrecord_path + suffix, tfrecord_path)
-    os.replace(array_record_path + suffix, array_record_path)
+        storage.replace(tfrecord_tmp, tfrecord_path)
+    storage.replace(array_record_tmp, array_record_path)
 
 
 _READY = "ready"
@@ -347,21 +383,30 @@ def _death(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+# Maps a task to the one to convert, good while its `with` block lasts (`_fetch_copy`).
+_Fetch = Callable[[_Task], contextlib.AbstractContextManager[_Task]]
+
+
 def _in_workers(
-    tasks: list[_Task], workers: int, timeout: float | None, context
+    tasks: list[_Task], workers: int, timeout: float | None, context, fetch: _Fetch | None = None
 ) -> Iterator[_Result]:
     """The tasks' results in task order, from `workers` processes.
 
     A task still running `timeout` seconds after it was handed out is skipped and its process
     killed and replaced; so is a task whose process dies. At most 2 * workers results are
-    computed ahead of the one awaited, so memory is bounded by the worker count.
+    computed ahead of the one awaited, so memory is bounded by the worker count. With `fetch`,
+    each task is fetched (a remote video copied here) just before it is handed out, and let go
+    once its result is in.
     """
     pool = [_Worker(context) for _ in range(min(workers, len(tasks)))]
     done: dict[int, _Result] = {}
+    fetched: dict[int, contextlib.ExitStack] = {}
     next_task = next_result = 0
     try:
         while next_result < len(tasks):
             while next_result in done:
+                if next_result in fetched:
+                    fetched.pop(next_result).close()
                 yield done.pop(next_result)
                 next_result += 1
             if next_result == len(tasks):
@@ -372,7 +417,11 @@ def _in_workers(
                     and worker.task is None
                     and next_task < min(len(tasks), next_result + 2 * len(pool))
                 ):
-                    worker.give(next_task, tasks[next_task], timeout)
+                    task = tasks[next_task]
+                    if fetch is not None:
+                        fetched[next_task] = contextlib.ExitStack()
+                        task = fetched[next_task].enter_context(fetch(task))
+                    worker.give(next_task, task, timeout)
                     next_task += 1
             deadlines = [w.deadline for w in pool if w.deadline is not None]
             wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -410,19 +459,28 @@ def _in_workers(
     finally:
         for worker in pool:
             worker.stop(kill=next_result < len(tasks))
+        for stack in fetched.values():
+            stack.close()
+
+
+def _converted_here(tasks: list[_Task], fetch: _Fetch) -> Iterator[_Result]:
+    for task in tasks:
+        with fetch(task) as fetched:
+            result = _convert_video(fetched)
+        yield result
 
 
 @contextlib.contextmanager
 def _results(
-    tasks: list[_Task], workers: int, timeout: float | None = None
+    tasks: list[_Task], workers: int, timeout: float | None = None, fetch: _Fetch | None = None
 ) -> Iterator[Iterator[_Result]]:
     """The tasks' results in task order, computed by `workers` processes.
 
     In this process when there is one worker (or one task) and no timeout: a hung decode could
-    not be stopped from inside the process that runs it.
+    not be stopped from inside the process that runs it. `fetch`: see `_in_workers`.
     """
     if timeout is None and (workers <= 1 or len(tasks) <= 1):
-        yield map(_convert_video, tasks)
+        yield map(_convert_video, tasks) if fetch is None else _converted_here(tasks, fetch)
         return
     if not tasks:
         yield iter(())
@@ -431,7 +489,7 @@ def _results(
     # Not fork: the parent may hold threads (tqdm's monitor, PyAV's decoders) that a forked child
     # would inherit in an unusable state.
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    results = _in_workers(tasks, workers, timeout, context)
+    results = _in_workers(tasks, workers, timeout, context, fetch)
     try:
         yield results
     finally:
@@ -480,17 +538,18 @@ def plan_conversion(
         fps, short_side, jpeg_quality, videos_per_shard, output_dir, source_fps, decode_timeout
     )
     options = {"fps": fps, "short_side": short_side, "jpeg_quality": jpeg_quality}
-    if any(os.path.isdir(s.path) for s in listing.sources):
-        # Frame folders' times and resampling depend on it; videos carry their own rate.
+    # Frame folders' times and resampling depend on it; videos carry their own rate. (Remote
+    # sources are all video files: the listing refuses remote frame folders.)
+    if any(not storage.is_remote(s.path) and os.path.isdir(s.path) for s in listing.sources):
         options["source_fps"] = source_fps
-    os.makedirs(os.path.join(output_dir, manifest.SIDECAR_DIR), exist_ok=True)
+    storage.makedirs(os.path.join(output_dir, manifest.SIDECAR_DIR))
     if tfrecord:
-        os.makedirs(os.path.join(output_dir, manifest.TFRECORD_DIR), exist_ok=True)
+        storage.makedirs(os.path.join(output_dir, manifest.TFRECORD_DIR))
 
     splits = sorted({s.split for s in listing.sources} | {e["split"] for e in listing.skipped})
     manifest.check_compatible(output_dir, dataset_name, options, splits)
     label_map_path = os.path.join(output_dir, manifest.LABEL_MAP)
-    if os.path.exists(label_map_path):
+    if storage.exists(label_map_path):
         # Reused, never rebuilt: a split converted later must get the same class indices.
         label_names = load_label_map(label_map_path)
     else:
@@ -515,6 +574,11 @@ def plan_conversion(
         manifest.write_json(manifest.plan_path(output_dir, dataset_name, split), plan)
         shards += split_shards
 
+    with storage.cached_listings(output_dir):
+        # The output folder, listed once when remote; its sidecars read in threads.
+        complete = storage.map_io(
+            output_dir, lambda shard: _is_complete(output_dir, shard, options, tfrecord), shards
+        )
     jobs = [
         ShardJob(
             output_dir=output_dir,
@@ -535,7 +599,7 @@ def plan_conversion(
             tfrecord=tfrecord,
         )
         for shard in shards
-        if not _is_complete(output_dir, shard, options, tfrecord)
+        if not complete[shard]
     ]
     return Plan(
         output_dir=output_dir,
@@ -548,11 +612,27 @@ def plan_conversion(
     )
 
 
+@contextlib.contextmanager
+def _fetch_copy(task: _Task) -> Iterator[_Task]:
+    """The task, decoding a local copy of its video while the block lasts if that is remote."""
+    if not storage.is_remote(task.source.path):
+        yield task
+        return
+    with storage.local_copy(task.source.path) as local:
+        yield dataclasses.replace(task, local_copy=local)
+
+
 def write_shard_job(job: ShardJob, decode_timeout: float | None = None) -> str:
     """Converts one shard's videos one after another in this process and writes the shard;
     returns its name. With `decode_timeout`, each video decodes in a child process that is
-    killed when over time (as in `convert`). For engines that distribute whole shards."""
-    with _results(list(job.tasks), 1, decode_timeout) as results:
+    killed when over time (as in `convert`). For engines that distribute whole shards.
+
+    Remote videos are copied here one at a time, each just before it is decoded (the child
+    process reads the copy and needs no access to the store); a remote output folder gets the
+    shard uploaded (`_write_shard`).
+    """
+    remote = any(storage.is_remote(task.source.path) for task in job.tasks)
+    with _results(list(job.tasks), 1, decode_timeout, _fetch_copy if remote else None) as results:
         _write_shard(job.output_dir, job.shard, results, job.options, job.tfrecord)
     return job.shard.name
 
@@ -602,7 +682,14 @@ def convert(
     forkserver (spawn where there is none), so a script calling this needs the usual
     `if __name__ == "__main__":` guard; memory grows with the worker count, not with the length
     of the longest video (frames are resized and encoded as they are decoded).
+
+    Local paths only: remote ones (`gs://...`) are for the Beam pipeline (beam.py).
     """
+    remote = next(
+        (p for p in (output_dir, *(s.path for s in listing.sources)) if storage.is_remote(p)), None
+    )
+    if remote is not None:
+        raise ConvertError(local_only_message(remote))
     began = time.monotonic()
     plan = plan_conversion(
         listing,
@@ -629,6 +716,15 @@ def convert(
         for job in plan.jobs:
             _write_shard(output_dir, job.shard, results, job.options, job.tfrecord, progress)
     return finish_conversion(plan, began, show_progress)
+
+
+def local_only_message(path: str) -> str:
+    """Why the local conversion refuses a remote path, in one line."""
+    return (
+        f"{path}: a remote path needs --runner (a Beam pipeline reads and writes it through "
+        "Beam's FileSystems); without --runner the conversion uses local paths only "
+        "(docs/scaling.md)"
+    )
 
 
 def summary_line(result: dict, splits: list[str], seconds: float) -> str:

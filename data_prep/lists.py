@@ -9,11 +9,11 @@
 | `datalist` | the video_classification_pytorch seed's `datalist.json` | `{"path", "class_name", "label", "num_frames"}` |
 | `dpc_csv` | DPC / CPC split CSVs, with a `classInd.txt` | `path,num_frames` (class = the path's folder) |
 
-Paths are relative to `--video-root` (default: the list's folder). An absolute path that does not
-exist here (lists written on another machine) is looked up as its last two parts, then its last
-part, under the root; a video name whose frames were extracted finds its frame folder (the name
-without the extension). Each of these files holds one split, except the 3D-ResNets JSON whose
-`subset`s become `train`, `val` and `test`.
+Paths are relative to `--video-root` (default: the list's folder; remote, `gs://...`, for video
+files: storage.py). An absolute path that does not exist here (lists written on another machine)
+is looked up as its last two parts, then its last part, under the root; a video name whose frames
+were extracted finds its frame folder (the name without the extension). Each of these files holds
+one split, except the 3D-ResNets JSON whose `subset`s become `train`, `val` and `test`.
 
 Class indices count from 0, as every PyTorch and mmaction2 list writes them; a list whose
 indices reach the number of classes and never use 0 counts from 1. The class names come from
@@ -28,7 +28,7 @@ import json
 import os
 import re
 
-from data_prep import frames
+from data_prep import frames, storage
 from data_prep.sources import (
     VIDEO_EXTENSIONS,
     Listing,
@@ -39,6 +39,7 @@ from data_prep.sources import (
     _skip,
     frame_folder_range,
     load_label_map,
+    require_local_frame_folder,
 )
 
 LIST_FORMATS = ("resnets3d_json", "vtdl", "rawframes", "videolist", "datalist", "dpc_csv")
@@ -62,14 +63,14 @@ def read_class_list(path: str) -> list[str]:
     _require_file(path, "class list")
     if path.lower().endswith(".json"):
         try:
-            with open(path, encoding="utf-8") as f:
+            with storage.open_read(path, encoding="utf-8") as f:
                 data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SourceError(f"{path}: not valid JSON ({e})") from e
         if isinstance(data, list) and all(isinstance(n, str) for n in data):
             return list(data)
         return load_label_map(path)
-    with open(path, encoding="utf-8-sig") as f:
+    with storage.open_read(path, encoding="utf-8-sig") as f:
         lines = [line.strip() for line in f if line.strip()]
     numbered = [re.fullmatch(r"(\d+)\s+(\S.*)", line) for line in lines]
     if lines and all(numbered):
@@ -93,12 +94,12 @@ def _class_names(
         return read_class_list(class_list)
     if label_map_path is not None:
         return load_label_map(label_map_path)
-    folder = os.path.dirname(os.path.abspath(list_path))
+    folder = storage.parent(list_path)
     for candidate in (
         os.path.join(folder, _CLASS_FILE),
         os.path.join(folder, "annotations", _CLASS_FILE),
     ):
-        if os.path.isfile(candidate):
+        if storage.isfile(candidate):
             return read_class_list(candidate)
     if required:
         raise SourceError(
@@ -129,7 +130,7 @@ def resolve(root: str, entry: str) -> str | None:
         stem, ext = os.path.splitext(path)
         if ext.lower() in VIDEO_EXTENSIONS:
             candidates.append(stem)
-    return next((path for path in candidates if os.path.exists(path)), None)
+    return next((path for path in candidates if storage.exists(path)), None)
 
 
 def _entry(
@@ -149,7 +150,7 @@ def _entry(
         skipped.append(_skip(os.path.join(root, path), split, "file or frame folder not found"))
         return
     frame_range = None
-    if os.path.isdir(found):
+    if storage.isdir(found):
         frame_range, problem = frame_folder_range(found, stop, first)
         if problem is not None:
             skipped.append(_skip(found, split, problem))
@@ -178,7 +179,7 @@ def _int(value: str, where: str, what: str) -> int:
 def _read_rows(path: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of each non-empty line of a whitespace-separated list."""
     _require_file(path, "list file")
-    with open(path, encoding="utf-8-sig") as f:
+    with storage.open_read(path, encoding="utf-8-sig") as f:
         return [(n, line.split()) for n, line in enumerate(f, start=1) if line.strip()]
 
 
@@ -188,7 +189,7 @@ def _read_rows(path: str) -> list[tuple[int, list[str]]]:
 def _list_resnets3d_json(path: str, root: str, split: str | None) -> Listing:
     _require_file(path, "3D-ResNets JSON")
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_read(path, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"{path}: not valid JSON ({e})") from e
@@ -270,7 +271,7 @@ def _list_columns(
 def _list_datalist(path: str, root: str, split: str | None, names: list[str] | None) -> Listing:
     _require_file(path, "datalist JSON")
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_read(path, encoding="utf-8") as f:
             entries = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"{path}: not valid JSON ({e})") from e
@@ -320,7 +321,7 @@ def _list_datalist(path: str, root: str, split: str | None, names: list[str] | N
 
 def _list_dpc_csv(path: str, root: str, split: str | None, names: list[str]) -> Listing:
     _require_file(path, "DPC CSV")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with storage.open_read(path, newline="", encoding="utf-8-sig") as f:
         rows = [row for row in csv.reader(f) if row]
     name = _split_of(path, split)
     known = set(names)
@@ -350,8 +351,8 @@ def list_seed_format(
 ) -> Listing:
     """Lists a file in one of LIST_FORMATS (see the module docstring)."""
     _require_file(path, f"{input_format} list")
-    root = video_root or os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(root):
+    root = video_root or storage.parent(path)
+    if not storage.isdir(root):
         raise SourceError(f"{root}: no such directory (--video-root)")
     if input_format == "resnets3d_json":
         return _list_resnets3d_json(path, root, split)
@@ -373,8 +374,9 @@ def _sniff_three_columns(path: str, rows: list[list[str]], root: str) -> str:
     votes = {"vtdl": 0, "rawframes": 0}
     for fields in rows[:_SNIFF_ENTRIES]:
         folder = resolve(root, fields[0])
-        if folder is None or not os.path.isdir(folder):
+        if folder is None or not storage.isdir(folder):
             continue
+        require_local_frame_folder(folder)
         try:
             count = len(frames.list_frames(folder))
         except frames.FrameFolderError:
@@ -396,7 +398,7 @@ def _detect_file(path: str, video_root: str | None) -> str:
     ext = os.path.splitext(name)[1].lower()
     if ext == ".json":
         try:
-            with open(path, encoding="utf-8") as f:
+            with storage.open_read(path, encoding="utf-8") as f:
                 data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SourceError(f"{path}: not valid JSON ({e})") from e
@@ -411,14 +413,14 @@ def _detect_file(path: str, video_root: str | None) -> str:
     if m := re.fullmatch(r"(train|test)list0*(\d+)\.txt", name):
         raise SourceError(
             f"{path}: a UCF101 split file; use --input <UCF-101 videos or frames> "
-            f"--splits-dir {os.path.dirname(os.path.abspath(path))} --split-id {m[2]}"
+            f"--splits-dir {storage.parent(path)} --split-id {m[2]}"
         )
     if re.fullmatch(r".+_test_split\d+\.txt", name):
         raise SourceError(
             f"{path}: an HMDB51 split file; use --input <hmdb51 videos or frames> "
-            f"--splits-dir {os.path.dirname(os.path.abspath(path))}"
+            f"--splits-dir {storage.parent(path)}"
         )
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
+    with storage.open_read(path, encoding="utf-8-sig", errors="replace") as f:
         lines = [line for line in f if line.strip()]
     first = lines[0] if lines else ""
     if ext == ".csv":
@@ -435,7 +437,7 @@ def _detect_file(path: str, video_root: str | None) -> str:
     if widths == {2} and all(fields[1].lstrip("-").isdigit() for fields in rows):
         return "videolist"
     if widths == {3} and all(f[1].isdigit() and f[2].isdigit() for f in rows):
-        root = video_root or os.path.dirname(os.path.abspath(path))
+        root = video_root or storage.parent(path)
         return _sniff_three_columns(path, rows, root)
     raise SourceError(
         f"{path}: not a list format vssl_jax knows (first line '{first.strip()}'); pass --format"
@@ -444,12 +446,12 @@ def _detect_file(path: str, video_root: str | None) -> str:
 
 def detect_format(input_path: str, *, splits_dir: str | None, video_root: str | None) -> str:
     """The format of an input: a folder (with --splits-dir: UCF101 or HMDB51) or a list file."""
-    if os.path.isdir(input_path):
+    if storage.isdir(input_path):
         if splits_dir is None:
             return "folders"
-        if not os.path.isdir(splits_dir):
+        if not storage.isdir(splits_dir):
             raise SourceError(f"{splits_dir}: no such directory (--splits-dir)")
-        names = os.listdir(splits_dir)
+        names = storage.listdir(splits_dir)
         if _CLASS_FILE in names or any(re.fullmatch(r"trainlist\d+\.txt", n) for n in names):
             return "ucf101"
         if any(re.fullmatch(r".+_test_split\d+\.txt", n) for n in names):
@@ -458,6 +460,6 @@ def detect_format(input_path: str, *, splits_dir: str | None, video_root: str | 
             f"{splits_dir}: holds neither UCF101 split files ({_CLASS_FILE}, trainlist01.txt) "
             "nor HMDB51 ones (<class>_test_split1.txt); pass --format"
         )
-    if not os.path.exists(input_path):
+    if not storage.exists(input_path):
         raise SourceError(f"{input_path}: no such directory or file (--input)")
     return _detect_file(input_path, video_root)

@@ -9,6 +9,10 @@ converted by separate runs accumulate.
 manifest.json records each shard's size and SHA-256 (`splits.<split>.checksums`, keyed by the
 path relative to the folder, TFRecord twins included), so `verify_shards` can tell a shard that
 was deleted, replaced or changed after the conversion, and `sha256sum` can check one by hand.
+
+The converted folder may be remote (`gs://...`, written by the Beam pipeline through Beam's
+FileSystems: storage.py); everything but `verify_shards` (which checks the local copy training
+reads) works on either.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 
+from data_prep import storage
 from vssl_jax.data import records
 
 LABEL_MAP = "label_map.json"
@@ -42,7 +48,7 @@ class ShardError(ValueError):
 def file_sha256(path: str) -> str:
     """The hex SHA-256 of a file, read in 1 MiB blocks (what `sha256sum` prints)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_read(path, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
@@ -50,15 +56,15 @@ def file_sha256(path: str) -> str:
 
 def write_json(path: str, obj) -> None:
     """Writes JSON atomically: readers see the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    tmp = storage.temporary_name(path)
+    with storage.open_write(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    os.replace(tmp, path)
+    storage.replace(tmp, path)
 
 
 def _read_json(path: str):
-    with open(path, encoding="utf-8") as f:
+    with storage.open_read(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -77,7 +83,7 @@ def sidecar_path(output_dir: str, shard: str) -> str:
 
 def read_sidecar(output_dir: str, shard: str) -> dict | None:
     path = sidecar_path(output_dir, shard)
-    return _read_json(path) if os.path.isfile(path) else None
+    return _read_json(path) if storage.isfile(path) else None
 
 
 def plan_path(output_dir: str, dataset_name: str, split: str) -> str:
@@ -87,10 +93,12 @@ def plan_path(output_dir: str, dataset_name: str, split: str) -> str:
 def read_plans(output_dir: str) -> list[dict]:
     """The split plans of every split converted into output_dir, sorted by split."""
     folder = os.path.join(output_dir, SIDECAR_DIR)
-    if not os.path.isdir(folder):
+    if not storage.isdir(folder):
         return []
     plans = [
-        _read_json(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(PLAN_SUFFIX)
+        _read_json(os.path.join(folder, n))
+        for n in storage.listdir(folder)
+        if n.endswith(PLAN_SUFFIX)
     ]
     return sorted(plans, key=lambda plan: plan["split"])
 
@@ -120,14 +128,14 @@ def _with_checksums(output_dir: str, sidecar: dict) -> dict:
     if sidecar["tfrecord"]:
         paths.append(os.path.join(output_dir, TFRECORD_DIR, tfrecord_name(shard)))
     for path in paths:
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise ConvertError(
                 f"{path}: shard of split '{sidecar['split']}' is missing; run its convert "
                 "command again to redo it"
             )
     sidecar = dict(sidecar, sha256=file_sha256(paths[0]))
     if sidecar["tfrecord"]:
-        sidecar["tfrecord_num_bytes"] = os.path.getsize(paths[1])
+        sidecar["tfrecord_num_bytes"] = storage.getsize(paths[1])
         sidecar["tfrecord_sha256"] = file_sha256(paths[1])
     write_json(sidecar_path(output_dir, shard), sidecar)
     return sidecar
@@ -151,8 +159,13 @@ def write_manifest(
 ) -> dict:
     """Rebuilds manifest.json and the TFDS metadata from the sidecars; returns the manifest."""
     splits, skipped, split_infos = {}, [], []
-    for plan in read_plans(output_dir):
-        sidecars = [read_sidecar(output_dir, shard) for shard in plan["shards"]]
+    with storage.cached_listings(output_dir):
+        plans = read_plans(output_dir)
+        read = storage.map_io(
+            output_dir, lambda shard: read_sidecar(output_dir, shard), _all_shards(plans)
+        )
+    for plan in plans:
+        sidecars = [read[shard] for shard in plan["shards"]]
         missing = [
             shard
             for shard, sidecar in zip(plan["shards"], sidecars, strict=True)
@@ -193,8 +206,12 @@ def write_manifest(
     }
     write_json(os.path.join(output_dir, MANIFEST), manifest)
     if split_infos:
-        _write_tfds_metadata(output_dir, label_names, split_infos)
+        _write_tfds_metadata(output_dir, label_names, split_infos, _all_shards(plans))
     return manifest
+
+
+def _all_shards(plans: list[dict]) -> list[str]:
+    return [shard for plan in plans for shard in plan["shards"]]
 
 
 def _split_info(split: str, sidecars: list[dict]):
@@ -208,18 +225,34 @@ def _split_info(split: str, sidecars: list[dict]):
     )
 
 
-def _write_tfds_metadata(output_dir: str, label_names: list[str], split_infos: list) -> None:
+def _write_tfds_metadata(
+    output_dir: str, label_names: list[str], split_infos: list, shards: list[str]
+) -> None:
     # dataset_info.json + features.json let `tfds.builder_from_directory(output_dir)` open the
     # ArrayRecord shards, without TensorFlow.
     from tensorflow_datasets import folder_dataset
 
-    folder_dataset.write_metadata(
-        data_dir=output_dir,
-        features=records.features_spec(label_names),
-        split_infos=split_infos,
-        filename_template=records.TFDS_FILENAME_TEMPLATE,
-        check_data=False,
-    )
+    def write(data_dir: str) -> None:
+        folder_dataset.write_metadata(
+            data_dir=data_dir,
+            features=records.features_spec(label_names),
+            split_infos=split_infos,
+            filename_template=records.TFDS_FILENAME_TEMPLATE,
+            check_data=False,
+        )
+
+    if not storage.is_remote(output_dir):
+        write(output_dir)
+        return
+    # TFDS writes through its own file layer, which knows no Beam scheme: the files are written
+    # here, then uploaded. It reads the dataset name, splits and file format from the names of
+    # the shards in the folder (not their content): empty files of the same names stand in.
+    with tempfile.TemporaryDirectory(prefix="vssl-tfds-") as scratch:
+        for shard in shards:
+            open(os.path.join(scratch, shard), "wb").close()
+        write(scratch)
+        for name in sorted(set(os.listdir(scratch)) - set(shards)):
+            storage.upload(os.path.join(scratch, name), os.path.join(output_dir, name))
 
 
 def verify_shards(data_dir: str, split: str, *, full: bool = False) -> None:

@@ -6,6 +6,9 @@ folder (frames.py). Entries that cannot be used (missing file, unknown label, du
 frame folder with fewer frames than its list says) are not errors: they go to `Listing.skipped`
 with a reason and end up in manifest.json. A list file that cannot be read at all (wrong
 columns, bad JSON) is an error: `SourceError`, one line.
+
+Inputs may also be remote (`gs://bucket/videos`; storage.py): folders, lists, split files and
+video files, not frame folders, for the Beam pipeline's workers to read (beam.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from data_prep import frames
+from data_prep import frames, storage
 
 FORMATS = (
     "auto",
@@ -85,22 +88,31 @@ def _visible(names: Iterable[str]) -> list[str]:
 
 
 def _require_dir(path: str, what: str) -> None:
-    if not os.path.isdir(path):
-        problem = "is not a directory" if os.path.exists(path) else "no such directory"
+    if not storage.isdir(path):
+        problem = "is not a directory" if storage.exists(path) else "no such directory"
         raise SourceError(f"{path}: {problem} ({what})")
 
 
 def _require_file(path: str, what: str) -> None:
-    if not os.path.isfile(path):
-        problem = "is not a file" if os.path.exists(path) else "no such file"
+    if not storage.isfile(path):
+        problem = "is not a file" if storage.exists(path) else "no such file"
         raise SourceError(f"{path}: {problem} ({what})")
+
+
+def require_local_frame_folder(path: str) -> None:
+    """Frame folders are read with os (frames.py); on remote storage only video files are."""
+    if storage.is_remote(path):
+        raise SourceError(
+            f"{path}: a frame folder on remote storage; only video files are converted from "
+            "remote paths (convert frame folders from a local or mounted copy)"
+        )
 
 
 def load_label_map(path: str) -> list[str]:
     """Reads a label_map.json `{name: index}` and returns the names in index order."""
     _require_file(path, "label map")
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open_read(path, encoding="utf-8") as f:
             mapping = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"{path}: not valid JSON ({e})") from e
@@ -176,6 +188,7 @@ def frame_folder_range(path: str, stop: int | None = None, first: int = 0):
     it covers the whole folder, so a folder listed with its true count gives the same record as
     the folder found on its own.
     """
+    require_local_frame_folder(path)
     try:
         count = len(frames.list_frames(path))
     except frames.FrameFolderError as e:
@@ -193,14 +206,14 @@ def frame_folder_range(path: str, stop: int | None = None, first: int = 0):
 
 def _list_class_folders(root: str, split: str) -> tuple[list[VideoSource], list[dict]]:
     sources, skipped = [], []
-    for name in _visible(os.listdir(root)):
+    for name in _visible(storage.listdir(root)):
         class_dir = os.path.join(root, name)
-        if not os.path.isdir(class_dir):
+        if not storage.isdir(class_dir):
             skipped.append(_skip(class_dir, split, "not inside a class folder"))
             continue
-        for file_name in _visible(os.listdir(class_dir)):
+        for file_name in _visible(storage.listdir(class_dir)):
             path = os.path.join(class_dir, file_name)
-            if os.path.isdir(path):
+            if storage.isdir(path):
                 # ROOT/<class>/<video>/image_00001.jpg: a frame folder.
                 _, problem = frame_folder_range(path)
                 if problem is not None:
@@ -212,7 +225,7 @@ def _list_class_folders(root: str, split: str) -> tuple[list[VideoSource], list[
 
 def _list_folders(root: str, split: str | None) -> Listing:
     _require_dir(root, "video folder")
-    top = [n for n in _visible(os.listdir(root)) if os.path.isdir(os.path.join(root, n))]
+    top = [n for n in _visible(storage.listdir(root)) if storage.isdir(os.path.join(root, n))]
     if top and all(n in SPLIT_NAMES for n in top):
         if split is not None and split not in top:
             raise SourceError(f"{root}: no '{split}' folder (found splits: {', '.join(top)})")
@@ -223,7 +236,9 @@ def _list_folders(root: str, split: str | None) -> Listing:
     sources, skipped = [], []
     for name, split_dir in split_dirs.items():
         classes.update(
-            n for n in _visible(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, n))
+            n
+            for n in _visible(storage.listdir(split_dir))
+            if storage.isdir(os.path.join(split_dir, n))
         )
         if split is None or name == split:
             found, bad = _list_class_folders(split_dir, name)
@@ -238,7 +253,7 @@ def _list_folders(root: str, split: str | None) -> Listing:
 def _index_videos(root: str) -> dict[str, str]:
     """Maps file name without extension -> path for every video under root (one walk)."""
     index: dict[str, str] = {}
-    for dir_path, dir_names, file_names in os.walk(root):
+    for dir_path, dir_names, file_names in storage.walk(root):
         dir_names[:] = _visible(dir_names)
         for file_name in _visible(file_names):
             stem, ext = os.path.splitext(file_name)
@@ -258,10 +273,10 @@ def _seconds(value: str, where: str) -> float | None:
 
 def _list_csv(csv_path: str, video_root: str | None, split: str | None) -> Listing:
     _require_file(csv_path, "Kinetics CSV")
-    root = video_root or os.path.dirname(os.path.abspath(csv_path))
+    root = video_root or storage.parent(csv_path)
     _require_dir(root, "--video-root")
     # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename column 1.
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with storage.open_read(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
         columns = set(reader.fieldnames or ())
@@ -286,7 +301,7 @@ def _list_csv(csv_path: str, video_root: str | None, split: str | None) -> Listi
             continue
         if index is None:
             path = os.path.join(root, cell["path"])
-            if not os.path.isfile(path):
+            if not storage.isfile(path):
                 skipped.append(_skip(path, row_split, "file not found"))
                 continue
         else:
@@ -314,9 +329,9 @@ def _list_csv(csv_path: str, video_root: str | None, split: str | None) -> Listi
 
 def _list_json(json_path: str, video_root: str | None, split: str | None) -> Listing:
     _require_file(json_path, "JSON list")
-    root = video_root or os.path.dirname(os.path.abspath(json_path))
+    root = video_root or storage.parent(json_path)
     try:
-        with open(json_path, encoding="utf-8") as f:
+        with storage.open_read(json_path, encoding="utf-8") as f:
             entries = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"{json_path}: not valid JSON ({e})") from e
@@ -337,7 +352,7 @@ def _list_json(json_path: str, video_root: str | None, split: str | None) -> Lis
         if split is not None and entry["split"] != split:
             continue
         path = os.path.join(root, entry["path"])
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             skipped.append(_skip(path, entry["split"], "file not found"))
             continue
         sources.append(
@@ -358,17 +373,17 @@ def _find_in_root(root: str, class_name: str, file_name: str) -> str | None:
     """
     stem = os.path.splitext(file_name)[0]
     for path in (os.path.join(root, class_name, file_name), os.path.join(root, file_name)):
-        if os.path.isfile(path):
+        if storage.isfile(path):
             return path
     for path in (os.path.join(root, class_name, stem), os.path.join(root, stem)):
-        if os.path.isdir(path):
+        if storage.isdir(path):
             return path
     return None
 
 
 def _found_source(path, class_name, split, skipped) -> VideoSource | None:
     """A source for a file or a usable frame folder; a damaged frame folder goes to `skipped`."""
-    if os.path.isdir(path):
+    if storage.isdir(path):
         _, problem = frame_folder_range(path)
         if problem is not None:
             skipped.append(_skip(path, split, problem))
@@ -377,7 +392,7 @@ def _found_source(path, class_name, split, skipped) -> VideoSource | None:
 
 
 def _read_lines(path: str) -> list[list[str]]:
-    with open(path, encoding="utf-8") as f:
+    with storage.open_read(path, encoding="utf-8") as f:
         return [line.split() for line in f if line.strip()]
 
 
@@ -437,7 +452,7 @@ def _list_hmdb51(root: str, splits_dir: str | None, split_id: int, split: str | 
     pattern = re.compile(rf"(.+)_test_split{split_id}\.txt")
     split_files = {
         m.group(1): os.path.join(splits_dir, name)
-        for name in sorted(os.listdir(splits_dir))
+        for name in sorted(storage.listdir(splits_dir))
         if (m := pattern.fullmatch(name))
     }
     if not split_files:
@@ -489,7 +504,34 @@ def list_sources(
     that label_map.json and sources with other labels are skipped; otherwise they come from the
     class list of the input (classInd.txt, the JSON's `labels`) or, for inputs without one, from
     the whole input (all splits), sorted.
+
+    Paths may be remote URLs (`gs://...`, read with Beam's FileSystems: storage.py) for video
+    files, not frame folders; each remote folder is listed once.
     """
+    with storage.cached_listings():
+        return _list_sources(
+            input_format,
+            input_path,
+            split=split,
+            video_root=video_root,
+            splits_dir=splits_dir,
+            split_id=split_id,
+            label_map_path=label_map_path,
+            class_list=class_list,
+        )
+
+
+def _list_sources(
+    input_format: str,
+    input_path: str,
+    *,
+    split: str | None,
+    video_root: str | None,
+    splits_dir: str | None,
+    split_id: int,
+    label_map_path: str | None,
+    class_list: str | None,
+) -> Listing:
     from data_prep import lists
 
     if input_format == "auto":

@@ -155,9 +155,22 @@ def test_options_beam_does_not_take_are_one_line_errors(tmp_path):
     assert unknown.returncode == 2, unknown.stderr
     assert unknown.stderr.strip().splitlines()[-1].startswith("error: --runner FastRunner")
     assert not os.path.exists(tmp_path / "b")
-    dataflow = _cli(f"--input={folder}", f"--output={tmp_path / 'c'}", "--runner=DataflowRunner")
+    # Dataflow's workers cannot see this machine's files (remote paths: test_beam_remote.py).
+    dataflow = _cli(
+        f"--input={folder}",
+        f"--output={tmp_path / 'c'}",
+        "--runner=DataflowRunner",
+        "--project=my-project-123",
+        "--region=us-central1",
+        "--temp_location=gs://my-bucket/tmp",
+    )
     assert dataflow.returncode == 2
-    assert "Dataflow workers cannot see the launcher's paths" in dataflow.stderr
+    last = dataflow.stderr.strip().splitlines()[-1]
+    assert (
+        last == f"error: --runner DataflowRunner: --input {folder} is a local path, which "
+        "Dataflow's workers cannot see; give a gs:// URL (docs/scaling.md)"
+    )
+    assert not os.path.exists(tmp_path / "c")
 
 
 def test_work_list_lines_not_written_by_this_launch_are_refused():
