@@ -60,6 +60,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Regex on parameter paths ("encoder/blocks/0/conv1/kernel"); only matches are updated.
     # "" trains everything; the linear_probe stage sets "^head/".
     config.optimizer.trainable = ""
+    # Layer-wise lr decay for fine-tuning transformers (BEiT / VideoMAE use 0.65-0.75): block i
+    # (0-based) of L gets lr x layer_decay^(L - i); the patch embedding, position tables and class
+    # tokens layer_decay^(L + 1); the final norm and heads lr (`vssl_jax.optimizers.layer_ids`).
+    # 1.0: off.
+    config.optimizer.layer_decay = 1.0
 
     config.batch_size = 32  # Global, over all devices, hosts and accumulation steps.
     # Micro-batches per update (gradients averaged, one optimizer step): the global batch of a
@@ -89,5 +94,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Mesh axis sizes; -1 takes the remaining devices. The batch is split over both axes.
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
     # (regex on parameter path, "replicate" | "fsdp"); first match wins, default replicate.
+    # Transformers (ViT, ViViT, VideoMAE): `config.sharding_rules = sharding.TRANSFORMER_FSDP`
+    # (`from vssl_jax import sharding`) splits attention, MLP and embedding kernels and position
+    # tables over the `fsdp` axis; set `config.mesh.fsdp` > 1 for it to take effect.
     config.sharding_rules = ((".*", "replicate"),)
     return config

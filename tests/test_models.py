@@ -28,6 +28,27 @@ TINY_KWARGS = {
     "transformer_resnet18": {"transformer_width": 8, "num_heads": 2, "transformer_depth": 1},
     "resnet3d_50": {"non_local": True},
     "i3d_resnet50": {"non_local": True},  # the non-local R50-I3D of Wang et al.
+    "per_frame_vit": {"depth": 1, "num_heads": 2, "patch": 8, "image_size": 32},
+    "tsn_vit": {"depth": 1, "num_heads": 2, "patch": 8, "image_size": 32},
+    "cnn_lstm_vit": {"depth": 1, "num_heads": 2, "patch": 8, "image_size": 32, "hidden": 8},
+    "transformer_vit": {
+        "depth": 1,
+        "num_heads": 2,
+        "patch": 8,
+        "image_size": 32,
+        "transformer_width": 8,
+        "transformer_heads": 2,
+        "transformer_depth": 1,
+    },
+    "vivit_joint": {"depth": 1, "num_heads": 2, "patch": 8, "image_size": 32, "num_frames": 4},
+    "vivit_factorised": {
+        "depth": 1,
+        "temporal_depth": 1,
+        "num_heads": 2,
+        "patch": 8,
+        "image_size": 32,
+        "num_frames": 4,
+    },
 }
 # These pool time down by 16 before their last stage; 4 frames would pool to nothing.
 EIGHT_FRAMES = {"c3d", "s3d", "s3d_g"}
@@ -115,6 +136,12 @@ def test_every_model_family_is_registered():
         "per_frame_resnet18",
         "cnn_lstm_resnet18",
         "transformer_resnet18",
+        "per_frame_vit",
+        "tsn_vit",
+        "cnn_lstm_vit",
+        "transformer_vit",
+        "vivit_factorised",
+        "vivit_joint",
     }
 
 

@@ -18,6 +18,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXES = ("data", "fsdp")
 BATCH_SPEC = PartitionSpec(AXES)
 
+# FSDP for the transformers built from `vssl_jax.models.transformer` (ViT, ViViT, VideoMAE): the
+# blocks' attention (fused qkv, output) and MLP kernels, which hold ~98% of a ViT-B's weights,
+# the patch / tubelet embedding kernel and the learned position tables are split over `fsdp`
+# (each along its largest dimension that divides); norms, biases, class tokens and classifiers
+# stay replicated. A config uses it as `config.sharding_rules = sharding.TRANSFORMER_FSDP`.
+TRANSFORMER_FSDP = (
+    (r"layers/\d+/attention/(qkv|out)/kernel$", "fsdp"),
+    (r"layers/\d+/mlp_(in|out)/kernel$", "fsdp"),
+    (r"(^|/)\w*embed(ding)?/kernel$", "fsdp"),
+    (r"(^|/)\w*position$", "fsdp"),
+    (".*", "replicate"),
+)
+
 
 def make_mesh(mesh_config) -> Mesh:
     sizes = [mesh_config[axis] for axis in AXES]

@@ -13,6 +13,9 @@ from vssl_jax.models import (  # noqa: F401
     inception3d,
     resnet3d,
     tsn,
+    video_vit,
+    vit,
+    vivit,
 )
 from vssl_jax.models.registry import get, names, register
 

@@ -36,6 +36,12 @@ REFERENCE_INPUTS = {
     "per_frame_resnet18": (8, 224),
     "cnn_lstm_resnet18": (8, 224),
     "transformer_resnet18": (8, 224),
+    "per_frame_vit": (8, 224),
+    "tsn_vit": (8, 224),
+    "cnn_lstm_vit": (8, 224),
+    "transformer_vit": (8, 224),
+    "vivit_factorised": (16, 224),
+    "vivit_joint": (16, 224),
 }
 DEFAULT_INPUT = (16, 112)
 

@@ -1,7 +1,16 @@
-"""2D ResNet-18 + Transformer (the CPCTrans seed's backbone): a 2D ResNet encodes every frame, a
-linear layer maps its features to `transformer_width`, learned temporal position embeddings are
-added, and pre-norm Transformer blocks (LayerNorm -> self-attention -> residual, LayerNorm -> GELU
-MLP -> residual) mix time; a final LayerNorm and the mean over time give the clip feature.
+"""2D ResNet-18 + Transformer (the CPCTrans seed's backbone): a 2D image backbone encodes every
+frame (`transformer_resnet18`: ResNet-18; `transformer_vit`: a ViT, `vit.py`, whose class token is
+the frame's feature), a linear layer maps its features to `transformer_width`, learned temporal
+position embeddings are added, and pre-norm Transformer blocks (LayerNorm -> self-attention ->
+residual, LayerNorm -> GELU MLP -> residual) mix time; a final LayerNorm and the mean over time
+give the clip feature.
+
+`transformer_resnet18` takes `width` (the ResNet's), `transformer_width`, `transformer_depth`,
+`num_heads`, `mlp_ratio` (the temporal Transformer's), `max_frames`, `dropout`, `dtype`.
+`transformer_vit` takes `width`, `depth`, `num_heads`, `mlp_ratio` and `ViT2D`'s other options
+(`patch`, `image_size`, `drop_path`, `remat`, `position`, `attention_implementation`; ViT-B/16 at
+224 px by default) for the frame encoder, and `transformer_width`, `transformer_depth`,
+`transformer_heads`, `transformer_mlp_ratio`, `max_frames`, `dropout`, `dtype`.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from flax import nnx
 from vssl_jax.models.heads import ClassifierHead
 from vssl_jax.models.registry import register
 from vssl_jax.models.resnet2d import ResNet2D
+from vssl_jax.models.vit import ViT2D
 
 
 class TransformerBlock(nnx.Module):
@@ -39,8 +49,7 @@ class FrameTransformer(nnx.Module):
         self,
         num_classes: int,
         *,
-        depth: int = 18,
-        width: int = 64,
+        backbone: ResNet2D | ViT2D,
         transformer_width: int = 512,
         transformer_depth: int = 4,
         num_heads: int = 8,
@@ -51,10 +60,8 @@ class FrameTransformer(nnx.Module):
         rngs: nnx.Rngs,
     ):
         dtype = jnp.dtype(dtype)
-        self.backbone = ResNet2D(depth, width=width, dtype=dtype, rngs=rngs)
-        self.project = nnx.Linear(
-            self.backbone.feature_dim, transformer_width, dtype=dtype, rngs=rngs
-        )
+        self.backbone = backbone
+        self.project = nnx.Linear(backbone.feature_dim, transformer_width, dtype=dtype, rngs=rngs)
         init = jax.nn.initializers.normal(0.02)
         self.position = nnx.Param(init(rngs.params(), (max_frames, transformer_width)))
         self.layers = nnx.List(
@@ -69,21 +76,56 @@ class FrameTransformer(nnx.Module):
             transformer_width, num_classes, dropout=dropout, dtype=dtype, rngs=rngs
         )
 
-    def features(self, video: jax.Array, *, train: bool) -> jax.Array:
+    def features(self, video: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         """[batch, time, height, width, 3] -> time-pooled features [batch, transformer_width]."""
         time, max_frames = video.shape[1], self.position.shape[0]
         if time > max_frames:
             raise ValueError(f"clip of {time} frames; this model has max_frames={max_frames}")
-        x = self.project(self.backbone.frames(video, train=train))  # [batch, time, width]
+        frames = self.backbone.frames(video, train=train, rngs=rngs)
+        x = self.project(frames)  # [batch, time, transformer_width]
         x = x + self.position[:time].astype(x.dtype)
         for layer in self.layers:
             x = layer(x)
         return self.norm(x).mean(axis=1)
 
     def __call__(self, video: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
-        return self.head(self.features(video, train=train), train=train, rngs=rngs)
+        features = self.features(video, train=train, rngs=rngs)
+        return self.head(features, train=train, rngs=rngs)
 
 
 @register("transformer_resnet18")
-def transformer_resnet18(num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> FrameTransformer:
-    return FrameTransformer(num_classes, depth=18, rngs=rngs, **kwargs)
+def transformer_resnet18(
+    num_classes: int, *, width: int = 64, dtype: str = "float32", rngs: nnx.Rngs, **kwargs
+) -> FrameTransformer:
+    backbone = ResNet2D(18, width=width, dtype=dtype, rngs=rngs)
+    return FrameTransformer(num_classes, backbone=backbone, dtype=dtype, rngs=rngs, **kwargs)
+
+
+@register("transformer_vit")
+def transformer_vit(
+    num_classes: int,
+    *,
+    transformer_width: int = 512,
+    transformer_depth: int = 4,
+    transformer_heads: int = 8,
+    transformer_mlp_ratio: float = 4.0,
+    max_frames: int = 64,
+    dropout: float = 0.0,
+    dtype: str = "float32",
+    rngs: nnx.Rngs,
+    **vit_options,
+) -> FrameTransformer:
+    # The temporal Transformer's options are prefixed: `num_heads` and `mlp_ratio` are the ViT's.
+    backbone = ViT2D(dtype=dtype, rngs=rngs, **vit_options)
+    return FrameTransformer(
+        num_classes,
+        backbone=backbone,
+        transformer_width=transformer_width,
+        transformer_depth=transformer_depth,
+        num_heads=transformer_heads,
+        mlp_ratio=transformer_mlp_ratio,
+        max_frames=max_frames,
+        dropout=dropout,
+        dtype=dtype,
+        rngs=rngs,
+    )

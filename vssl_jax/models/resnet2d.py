@@ -1,5 +1,6 @@
 """2D ResNets (He et al. 2016), laid out as torchvision's `resnet18/34/50`: the per-frame backbone
-of TSN, CNN+LSTM, the per-frame classifier and the ResNet-18 + Transformer.
+of TSN, CNN+LSTM, the per-frame classifier and the ResNet-18 + Transformer (`vit.py` is the other
+frame backbone they take).
 
 Channels-last images `[n, height, width, 3]` -> features `[n, feature_dim]`: 7x7/2 conv, BN, ReLU,
 3x3/2 max-pool, four stages (basic blocks for 18/34, bottlenecks with the stride on the 3x3 conv,
@@ -84,8 +85,10 @@ class Bottleneck2D(BasicBlock2D):
 
 class ResNet2D(nnx.Module):
     def __init__(self, depth: int = 18, *, width: int = 64, dtype=jnp.float32, rngs: nnx.Rngs):
+        """`dtype`: the compute dtype, or its name."""
         if depth not in STAGE_SIZES:
             raise ValueError(f"2D ResNet depth {depth} is not one of {sorted(STAGE_SIZES)}")
+        dtype = jnp.dtype(dtype)
         block = Bottleneck2D if depth >= 50 else BasicBlock2D
         self.conv1 = _conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
         self.bn1 = batch_norm(width, dtype=dtype, rngs=rngs)
@@ -101,7 +104,11 @@ class ResNet2D(nnx.Module):
         self.stage_sizes = STAGE_SIZES[depth]
         self.feature_dim = cin
 
-    def feature_map(self, images: jax.Array, *, train: bool) -> jax.Array:
+    # `rngs` is accepted so that a frame model calls every backbone alike (a ViT draws stochastic
+    # depth from it); a ResNet draws nothing.
+    def feature_map(
+        self, images: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
         """[n, height, width, 3] -> last stage's output [n, height/32, width/32, feature_dim]."""
         x = nnx.relu(self.bn1(self.conv1(images), use_running_average=not train))
         x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
@@ -109,11 +116,13 @@ class ResNet2D(nnx.Module):
             x = block(x, train=train)
         return x
 
-    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(
+        self, images: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
         """[n, height, width, 3] -> pooled features [n, feature_dim]."""
         return self.feature_map(images, train=train).mean(axis=(1, 2))
 
-    def frames(self, video: jax.Array, *, train: bool) -> jax.Array:
+    def frames(self, video: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         """[batch, time, height, width, 3] -> per-frame features [batch, time, feature_dim]."""
         batch, time = video.shape[:2]
         features = self(video.reshape(batch * time, *video.shape[2:]), train=train)

@@ -88,4 +88,4 @@ def _import_families() -> None:
 
 
 # One module per method family; each registers its objectives on import.
-_FAMILIES = ("arrow_of_time", "dpc", "moco", "multibranch", "timecycle", "vtdl")
+_FAMILIES = ("arrow_of_time", "dpc", "moco", "multibranch", "timecycle", "videomae", "vtdl")

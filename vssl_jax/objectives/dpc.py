@@ -28,8 +28,8 @@ of a plain clip, so any encoder can read it); the models cut it into blocks.
   its last ReLU and scores against signed maps; changing the zoo model would change what
   fine-tuning restores). BatchNorm keeps running averages (DPC's backbone uses batch statistics
   even at test time); both use batch statistics when training.
-- `cpc_transformer`: the encoder must be `transformer_resnet18` (`FrameTransformer`). Its 2D ResNet
-  gives every frame a map `[H', W', C]` (averaged over a block's frames when `seq_len` > 1); its
+- `cpc_transformer`: the encoder must be `transformer_resnet18` or `transformer_vit`
+  (`FrameTransformer`; a ViT's map is its grid of patch tokens). Its 2D ResNet (or ViT) gives every frame a map `[H', W', C]` (averaged over a block's frames when `seq_len` > 1); its
   `project` layer maps every position to a token z `[D]`: the targets. Tokens plus the `position`
   embedding of their block go through its Transformer `layers` and final `norm`, which are the
   aggregator (replacing the ConvGRU); phi on the last block's outputs predicts the next block's
@@ -293,8 +293,8 @@ class CPCTransformer(nnx.Module):
     def __init__(self, encoder: nnx.Module, layout: BlockLayout, *, rngs: nnx.Rngs):
         if not isinstance(encoder, FrameTransformer):
             raise ValueError(
-                f"objective 'cpc_transformer' needs model.name 'transformer_resnet18' (2D ResNet "
-                f"+ Transformer), got {type(encoder).__name__} (3D encoders: use 'dpc')"
+                f"objective 'cpc_transformer' needs model.name 'transformer_resnet18' or "
+                f"'transformer_vit' (2D frame encoder + Transformer), got {type(encoder).__name__} (3D encoders: use 'dpc')"
             )
         if layout.num_seq > encoder.position.shape[0]:
             raise ValueError(
@@ -305,12 +305,12 @@ class CPCTransformer(nnx.Module):
         self.predictor = Predictor(encoder.feature_dim, rngs=rngs)
         self.layout = layout
 
-    def block_tokens(self, video: jax.Array, *, train: bool) -> jax.Array:
+    def block_tokens(self, video: jax.Array, *, train: bool, rngs=None) -> jax.Array:
         """[batch, num_seq * seq_len, H, W, 3] -> tokens z [batch, num_seq, H', W', D] float32."""
         _check_frames(video, self.layout)
         batch, time = video.shape[:2]
         maps = self.encoder.backbone.feature_map(
-            video.reshape(batch * time, *video.shape[2:]), train=train
+            video.reshape(batch * time, *video.shape[2:]), train=train, rngs=rngs
         )
         maps = maps.reshape(batch, self.layout.num_seq, self.layout.seq_len, *maps.shape[1:])
         return self.encoder.project(maps.mean(axis=2)).astype(jnp.float32)
@@ -342,7 +342,7 @@ class CPCTransformer(nnx.Module):
     def __call__(self, video: jax.Array, *, train: bool, rngs=None) -> tuple[jax.Array, jax.Array]:
         """[batch, num_seq * seq_len, H, W, 3] -> (predicted, true) tokens of the predicted
         blocks, both [batch, pred_step, H', W', D] float32."""
-        tokens = self.block_tokens(video, train=train)
+        tokens = self.block_tokens(video, train=train, rngs=rngs)
         return self.predict(tokens), tokens[:, self.layout.num_context :]
 
 

