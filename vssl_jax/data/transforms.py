@@ -6,6 +6,7 @@ uint8 pixels: four times less host memory, shared memory and host-to-device traf
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,18 +18,41 @@ class ClipError(ValueError):
 
 
 def decode_frames(jpegs: Sequence[bytes], indices: np.ndarray, source: str) -> np.ndarray:
-    """Decodes only the frames at `indices` (each distinct frame once). Returns [T, H, W, 3]."""
-    decoded: dict[int, np.ndarray] = {}
-    for i in dict.fromkeys(int(i) for i in indices):
+    """Decodes only the frames at `indices` (each distinct frame once). Returns [T, H, W, 3].
+
+    Every frame is decoded straight into its slot of the result: stacking separately decoded
+    frames costs a third as much again as decoding them (a second pass over every pixel, and
+    fresh pages for each frame).
+    """
+    indices = [int(i) for i in indices]
+    try:
+        height, width = simplejpeg.decode_jpeg_header(jpegs[indices[0]])[:2]
+    except (ValueError, IndexError) as e:
+        raise ClipError(f"{source}: frame {indices[0]} cannot be decoded ({e})") from None
+    video = np.empty((len(indices), height, width, 3), np.uint8)
+    slot: dict[int, int] = {}  # Frame index -> where it was decoded first.
+    for position, i in enumerate(indices):
+        if i in slot:
+            video[position] = video[slot[i]]
+            continue
+        slot[i] = position
         try:
-            decoded[i] = simplejpeg.decode_jpeg(jpegs[i], colorspace="RGB")
+            frame = simplejpeg.decode_jpeg(jpegs[i], colorspace="RGB", buffer=video[position])
         except (ValueError, IndexError) as e:
             raise ClipError(f"{source}: frame {i} cannot be decoded ({e})") from None
-    return np.stack([decoded[int(i)] for i in indices])
+        if frame.shape != video.shape[1:]:
+            raise ClipError(
+                f"{source}: frame {i} is {frame.shape[0]}x{frame.shape[1]}, "
+                f"frame {indices[0]} {height}x{width}"
+            )
+    return video
 
 
 def _check_fits(video: np.ndarray, size: int, source: str) -> None:
-    height, width = video.shape[1:3]
+    _check_size(*video.shape[1:3], size, source)
+
+
+def _check_size(height: int, width: int, size: int, source: str) -> None:
     if height < size or width < size:
         raise ClipError(
             f"{source}: frames are {height}x{width}, smaller than crop_size {size}; "
@@ -44,6 +68,63 @@ def random_crop(
     top = int(rng.integers(0, video.shape[1] - size + 1))
     left = int(rng.integers(0, video.shape[2] - size + 1))
     return video[:, top : top + size, left : left + size]
+
+
+# One decode buffer per thread: grain runs the per-clip map on several threads.
+_scratch = threading.local()
+
+
+def decode_random_crop(
+    jpegs: Sequence[bytes],
+    indices: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    flip: bool,
+    source: str = "clip",
+) -> np.ndarray:
+    """`decode_frames`, `random_crop`, then `random_flip` if `flip`, in one pass: the same draws
+    from `rng` and the same pixels, as a new C-contiguous `[T, size, size, 3]` uint8 array.
+
+    Each distinct frame is decoded into a reused buffer and only its window is copied out. A
+    mirrored clip is decoded as BGR: read backwards, a BGR row is the mirrored RGB row, so the
+    mirror costs nothing beyond the copy (2.6 instead of 2.75 ms per 16x112x112 clip here).
+    """
+    indices = [int(i) for i in indices]
+    try:
+        height, width = simplejpeg.decode_jpeg_header(jpegs[indices[0]])[:2]
+    except (ValueError, IndexError) as e:
+        raise ClipError(f"{source}: frame {indices[0]} cannot be decoded ({e})") from None
+    _check_size(height, width, size, source)
+    top = int(rng.integers(0, height - size + 1))
+    left = int(rng.integers(0, width - size + 1))
+    mirror = flip and rng.random() < 0.5
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < height * width * 3:
+        buffer = _scratch.buffer = np.empty(height * width * 3, np.uint8)
+    frame = buffer[: height * width * 3].reshape(height, width, 3)
+    window = frame.reshape(height, width * 3)[top : top + size, left * 3 : (left + size) * 3]
+    if mirror:
+        window = window[:, ::-1]
+    clip = np.empty((len(indices), size, size * 3), np.uint8)
+    slot: dict[int, int] = {}  # Frame index -> where it went first.
+    for position, i in enumerate(indices):
+        if i in slot:
+            clip[position] = clip[slot[i]]
+            continue
+        slot[i] = position
+        try:
+            decoded = simplejpeg.decode_jpeg(
+                jpegs[i], colorspace="BGR" if mirror else "RGB", buffer=frame
+            )
+        except (ValueError, IndexError) as e:
+            raise ClipError(f"{source}: frame {i} cannot be decoded ({e})") from None
+        if decoded.shape != frame.shape:
+            raise ClipError(
+                f"{source}: frame {i} is {decoded.shape[0]}x{decoded.shape[1]}, "
+                f"frame {indices[0]} {height}x{width}"
+            )
+        clip[position] = window
+    return clip.reshape(len(indices), size, size, 3)
 
 
 def center_crop(video: np.ndarray, size: int, source: str = "clip") -> np.ndarray:
@@ -73,8 +154,21 @@ def spatial_crops(video: np.ndarray, size: int, num_crops: int, source: str = "c
 
 
 def random_flip(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mirrors the whole clip left-right with probability 1/2."""
-    return video[:, :, ::-1] if rng.random() < 0.5 else video
+    """Mirrors the whole clip left-right with probability 1/2 (a C-contiguous copy if it does)."""
+    return mirror(video) if rng.random() < 0.5 else video
+
+
+def mirror(video: np.ndarray) -> np.ndarray:
+    """`video[..., ::-1, :]` (width reversed) as a new C-contiguous array.
+
+    Copied one channel at a time, along whole rows: copying the reversed view directly moves
+    one 3-value pixel per step of NumPy's inner loop, which is 4-6x slower.
+    """
+    out = np.empty(video.shape, video.dtype)
+    reversed_columns = video[..., ::-1, :]
+    for channel in range(video.shape[-1]):
+        out[..., channel] = reversed_columns[..., channel]
+    return out
 
 
 def normalize_video(video, mean: Sequence[float], std: Sequence[float], dtype):
