@@ -8,7 +8,6 @@ For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`
 fine-tune the whole network from it (the derived finetune stage); and, once per encoder
 architecture, fine-tune the same config from random initialisation. Prints val top-1 per seed,
 the mean and the mean difference to random init with its standard error over seeds.
-`tests/test_ssl_transfer.py` runs a CI-sized budget of the same comparison.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from configs import (
     pretrain_arrow_of_time,
     pretrain_dpc_ucf101,
     pretrain_moco_ucf101,
+    pretrain_videomae_ucf101,
     pretrain_vtdl_ucf101,
     ssl,
 )
@@ -33,6 +33,7 @@ PRETRAIN_CONFIGS = {
     "arrow_of_time": pretrain_arrow_of_time.get_config,
     "moco": pretrain_moco_ucf101.get_config,
     "vtdl": pretrain_vtdl_ucf101.get_config,
+    "videomae": pretrain_videomae_ucf101.get_config,
 }
 
 

@@ -37,7 +37,15 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         data.num_test_crops = 1
         model = small.model
         model.width = min(model.get("width", 4), 4)
-        for key, tiny in (("transformer_width", 16), ("transformer_depth", 1), ("num_heads", 2)):
+        tiny_sizes = (
+            ("transformer_width", 16),
+            ("transformer_depth", 1),
+            ("num_heads", 2),
+            ("transformer_heads", 2),
+            ("depth", 1),  # ViT blocks
+            ("temporal_depth", 1),
+        )
+        for key, tiny in tiny_sizes:
             if key in model:
                 model[key] = min(model[key], tiny)
         small.batch_size = 2 * small.grad_accum_steps
