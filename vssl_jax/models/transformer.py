@@ -10,7 +10,8 @@
   stochastic depth (Huang et al. 2016) on both residual branches.
 - `BlockStack`: `depth` blocks with the stochastic-depth rate rising linearly from 0 to
   `drop_path` (DeiT / VideoMAE), and `remat=True` recomputing each block's activations in the
-  backward pass (`nnx.remat`, i.e. `jax.checkpoint`) to trade compute for memory.
+  backward pass (a `lax.scan` over the blocks under `jax.checkpoint`) to trade compute for
+  memory.
 - Position embeddings: `sinusoidal_table` (the fixed table of "Attention is all you need", as
   VideoMAE) and `resize_grid`, which interpolates a learned table to another token grid when the
   clip length or resolution differs from the one it was trained at.
@@ -109,13 +110,14 @@ class Attention(nnx.Module):
         return self.out(y.reshape(batch, tokens, dim))
 
 
-def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+def drop_path(x: jax.Array, rate: float | jax.Array, key: jax.Array | None) -> jax.Array:
     """Stochastic depth: zero the whole branch of a sample with probability `rate`, scale the
-    others by 1 / (1 - rate). `key` None (evaluation) or rate 0: identity."""
-    if key is None or rate == 0.0:
+    others by 1 / (1 - rate). `key` None (evaluation) or rate 0: identity. `rate` may be traced
+    (the scanned stack), where rate 0 keeps every sample and scales by exactly 1."""
+    if key is None or (isinstance(rate, float) and rate == 0.0):
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
 class Block(nnx.Module):
@@ -147,20 +149,20 @@ class Block(nnx.Module):
         self.drop_path = float(drop_path)
 
     def __call__(
-        self, x: jax.Array, *, key: jax.Array | None = None, mask: jax.Array | None = None
+        self,
+        x: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        mask: jax.Array | None = None,
+        drop_path_rate: jax.Array | None = None,
     ) -> jax.Array:
-        """[batch, tokens, dim] -> [batch, tokens, dim]; `key` draws stochastic depth (training)."""
+        """[batch, tokens, dim] -> [batch, tokens, dim]; `key` draws stochastic depth (training).
+        `drop_path_rate` overrides the block's own rate (the scanned stack passes it traced)."""
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
         keys = (None, None) if key is None else tuple(jax.random.split(key))
-        x = x + drop_path(self.attention(self.norm1(x), mask), self.drop_path, keys[0])
+        x = x + drop_path(self.attention(self.norm1(x), mask), rate, keys[0])
         y = self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x)), approximate=False))
-        return x + drop_path(y, self.drop_path, keys[1])
-
-
-def _run_block(block: Block, x: jax.Array, key: jax.Array | None, mask: jax.Array | None):
-    return block(x, key=key, mask=mask)
-
-
-_run_block_remat = nnx.remat(_run_block)
+        return x + drop_path(y, rate, keys[1])
 
 
 class BlockStack(nnx.Module):
@@ -218,9 +220,41 @@ class BlockStack(nnx.Module):
                     "rngs=nnx.Rngs(dropout=...), or set model.drop_path=0"
                 )
             key = rngs.dropout()
-        run = _run_block_remat if self.remat else _run_block
+        if self.remat:
+            return self._scan_checkpointed(x, key, mask)
         for index, layer in enumerate(self.layers):
-            x = run(layer, x, None if key is None else jax.random.fold_in(key, index), mask)
+            x = layer(x, key=None if key is None else jax.random.fold_in(key, index), mask=mask)
+        return x
+
+    def _scan_checkpointed(
+        self, x: jax.Array, key: jax.Array | None, mask: jax.Array | None
+    ) -> jax.Array:
+        """The blocks as one `lax.scan` over their stacked parameters, each step under
+        `jax.checkpoint`: the backward pass keeps only each block's input and recomputes the
+        rest. Unrolled blocks each under `jax.checkpoint` saved nothing on XLA:CPU (the step's
+        scratch memory grew); under the scan only one block's activations ever exist at once.
+
+        Parameters keep their per-block paths (`layers/N/...`): they are stacked here, inside the
+        trace, which costs one extra copy of the stack's parameters for the step.
+        """
+        depth = len(self.layers)
+        graphdef = nnx.graphdef(self.layers[0])
+        stacked = jax.tree.map(lambda *p: jnp.stack(p), *(nnx.state(b) for b in self.layers))
+        rates = jnp.asarray([block.drop_path for block in self.layers], jnp.float32)
+        # The same per-block keys as the unrolled loop, so both paths draw the same masks.
+        keys = (
+            None
+            if key is None
+            else jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(depth))
+        )
+
+        @jax.checkpoint
+        def step(tokens, per_block):
+            state, rate, block_key = per_block
+            block = nnx.merge(graphdef, state)
+            return block(tokens, key=block_key, mask=mask, drop_path_rate=rate), None
+
+        x, _ = jax.lax.scan(step, x, (stacked, rates, keys))
         return x
 
 
