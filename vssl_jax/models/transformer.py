@@ -12,9 +12,10 @@
   `drop_path` (DeiT / VideoMAE), and `remat=True` recomputing each block's activations in the
   backward pass (a `lax.scan` over the blocks under `jax.checkpoint`) to trade compute for
   memory.
-- Position embeddings: `sinusoidal_table` (the fixed table of "Attention is all you need", as
-  VideoMAE) and `resize_grid`, which interpolates a learned table to another token grid when the
-  clip length or resolution differs from the one it was trained at.
+- Position embeddings: `position_table` (a learned table or `sinusoidal_table`, the fixed table
+  of "Attention is all you need" as VideoMAE builds it, with or without a class token's row) and
+  `resize_grid`, which interpolates a table to another token grid when the clip length or
+  resolution differs from the one it was laid out for.
 
 Stochastic depth draws from the `rngs.dropout` stream passed at call time (no module holds an
 `nnx.Rngs`, as everywhere in the zoo): one key per call, folded with the block index.
@@ -266,6 +267,27 @@ def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
     angles = positions / np.power(10000.0, exponents)[None, :]
     table = np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles))
     return table.astype(np.float32)
+
+
+def position_table(
+    learned: jax.Array | None,
+    reference_grid: Sequence[int],
+    grid: Sequence[int],
+    dim: int,
+    *,
+    class_row: bool,
+) -> jax.Array:
+    """Position embeddings for a token `grid`: `[class_row + prod(grid), dim]`.
+
+    `learned` is a model's table laid out on `reference_grid` (the class token's row first when
+    `class_row`); None stands for VideoMAE's fixed sinusoidal table over the same rows. The grid
+    rows are interpolated to `grid` (`resize_grid`); the class token's row is kept as it is.
+    """
+    first = int(class_row)
+    rows = first + math.prod(reference_grid)
+    table = jnp.asarray(sinusoidal_table(rows, dim)) if learned is None else learned
+    grid_rows = resize_grid(table[first:], reference_grid, grid)
+    return jnp.concatenate([table[:first], grid_rows], axis=0) if class_row else grid_rows
 
 
 def resize_grid(table: jax.Array, from_grid: Sequence[int], to_grid: Sequence[int]) -> jax.Array:

@@ -100,13 +100,10 @@ class VideoViT(nnx.Module):
 
     def position_table(self, grid: Sequence[int]) -> jax.Array:
         """The position embeddings of a `grid` of tokens: `[prod(grid), width]`."""
-        if self.position_kind == "learned":
-            table = self.position[...]
-        else:
-            table = jnp.asarray(
-                transformer.sinusoidal_table(math.prod(self.reference_grid), self.width)
-            )
-        return transformer.resize_grid(table, self.reference_grid, grid)
+        learned = self.position[...] if self.position_kind == "learned" else None
+        return transformer.position_table(
+            learned, self.reference_grid, grid, self.width, class_row=False
+        )
 
     def embed(self, video: jax.Array) -> jax.Array:
         """[batch, time, height, width, 3] -> tokens with positions [batch, t * h * w, width],

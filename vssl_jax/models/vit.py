@@ -86,14 +86,10 @@ class ViT2D(nnx.Module):
     def position_table(self, grid: tuple[int, int]) -> jax.Array:
         """The position table for a `grid` of patches: `[1 + grid[0] * grid[1], width]`, the
         class token's row first, the patch rows resized from the reference grid."""
-        if self.position is None:
-            table = jnp.asarray(
-                transformer.sinusoidal_table(1 + self.grid[0] * self.grid[1], self.feature_dim)
-            )
-        else:
-            table = self.position[...]
-        patches = transformer.resize_grid(table[1:], self.grid, grid)
-        return jnp.concatenate([table[:1], patches], axis=0)
+        learned = None if self.position is None else self.position[...]
+        return transformer.position_table(
+            learned, self.grid, grid, self.feature_dim, class_row=True
+        )
 
     def tokens(self, images: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         """[n, height, width, 3] -> tokens after `norm` [n, 1 + (height/p)(width/p), width]:

@@ -31,7 +31,6 @@ see `vssl_jax.optimizers.layer_ids`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -122,13 +121,12 @@ class ViViTFactorised(nnx.Module):
         """`which` ("spatial" or "temporal") table for a token `grid`: `[1 + prod(grid), width]`,
         the class token's row first, the grid's rows interpolated from the reference grid."""
         reference = self.spatial_grid if which == "spatial" else self.temporal_grid
-        if self.position_kind == "learned":
-            table = getattr(self, f"{which}_position")[...]
-        else:
-            rows = 1 + math.prod(reference)
-            table = jnp.asarray(transformer.sinusoidal_table(rows, self.feature_dim))
-        grid_rows = transformer.resize_grid(table[1:], reference, tuple(grid))
-        return jnp.concatenate([table[:1], grid_rows], axis=0)
+        learned = (
+            getattr(self, f"{which}_position")[...] if self.position_kind == "learned" else None
+        )
+        return transformer.position_table(
+            learned, reference, grid, self.feature_dim, class_row=True
+        )
 
     @staticmethod
     def _with_class_token(tokens: jax.Array, class_token: nnx.Param, table: jax.Array):
