@@ -9,6 +9,8 @@ into one C-contiguous array, ready to hand to `jax.device_put`:
 - `vssl_jax`: `vssl_jax.data.pipeline.train_dataset` on the ArrayRecord shards (the grain
   pipeline training uses: global shuffle, per-clip map on 4 threads, batching, 0-N worker
   processes). uint8 pixels: training normalises on the device (`vssl_jax.state.normalized`).
+- `vssl_jax_zstd`: the same pipeline over the same records written zstd-compressed, as
+  data_prep wrote them before it stored them uncompressed (`convert.ARRAY_RECORD_OPTIONS`).
 - `vssl_jax_float`: the same pipeline normalising on the host, `(x / 255 - mean) / std` in
   float32: what the others deliver, at 4x the bytes per clip.
 - `pil_frames`: the seeds' loader (3D-ResNets-PyTorch): PIL opens the clip's 16 JPEG files in a
@@ -59,13 +61,15 @@ from benchmarks import report
 
 LOADERS = (
     "vssl_jax",
+    "vssl_jax_zstd",
     "vssl_jax_float",
     "pil_frames",
     "pyav_decode",
     "decode_limit",
     "decode_limit_uint8",
 )
-GRAIN_LOADERS = ("vssl_jax", "vssl_jax_float")  # The others run in one process on one core.
+# The others run in one process on one core.
+GRAIN_LOADERS = ("vssl_jax", "vssl_jax_zstd", "vssl_jax_float")
 # configs/base.py's config.data.mean / std (Kinetics statistics, as the seeds normalise).
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
@@ -80,9 +84,11 @@ TARGETS = {
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    """The same videos three ways: shards, frame folders (the shards' JPEGs), original files."""
+    """The same videos three ways: shards (as data_prep writes them, and zstd-compressed), frame
+    folders (the shards' JPEGs), original files."""
 
     shards: str
+    zstd_shards: str
     frame_folders: list[tuple[str, int, int]]  # (folder, label, frame count)
     videos: list[tuple[str, int, int]]  # (original file, label, frame count)
     num_frames: int
@@ -120,20 +126,25 @@ def build_data(
 
     from array_record.python.array_record_module import ArrayRecordWriter
 
+    from data_prep import convert
     from vssl_jax.data import pipeline, records
 
     source = pipeline.split_source(converted, "train")
     raw_records = [source[i] for i in range(len(source))]
-    shards = os.path.join(root, "shards")
-    os.makedirs(shards)
+    shards, zstd_shards = os.path.join(root, "shards"), os.path.join(root, "zstd_shards")
     repeats = -(-records_in_shards // len(raw_records))
-    for shard in range(repeats):
-        name = f"real-train.array_record-{shard:05d}-of-{repeats:05d}"
-        # data_prep's writer options: one record per chunk.
-        writer = ArrayRecordWriter(os.path.join(shards, name), "group_size:1")
-        for record in raw_records:
-            writer.write(record)
-        writer.close()
+    # data_prep's writer options, and the same with ArrayRecord's default zstd compression.
+    for shard_dir, options in (
+        (shards, convert.ARRAY_RECORD_OPTIONS),
+        (zstd_shards, "group_size:1"),
+    ):
+        os.makedirs(shard_dir)
+        for shard in range(repeats):
+            name = f"real-train.array_record-{shard:05d}-of-{repeats:05d}"
+            writer = ArrayRecordWriter(os.path.join(shard_dir, name), options)
+            for record in raw_records:
+                writer.write(record)
+            writer.close()
     folders, originals = [], []
     for raw_record in raw_records:
         record = records.parse_record(raw_record)
@@ -146,7 +157,7 @@ def build_data(
                 f.write(jpeg)
         folders.append((folder, record.label, record.num_frames))
         originals.append((record.path, record.label, record.num_frames))
-    return Data(shards, folders, originals, frames, stride, crop)
+    return Data(shards, zstd_shards, folders, originals, frames, stride, crop)
 
 
 class Normalizer:
@@ -328,7 +339,7 @@ def make_loader(loader: str, data: Data, batch: int, workers: int):
         if loader == "vssl_jax_float":
             make_example = HostNormalized(make_example, data.crop_size)
         return pipeline.train_dataset(
-            data.shards,
+            data.zstd_shards if loader == "vssl_jax_zstd" else data.shards,
             "train",
             spec,
             global_batch_size=batch,

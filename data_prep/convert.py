@@ -236,6 +236,12 @@ def _tfrecord_frame(data: bytes) -> bytes:
     return length + TFRecordWriter.masked_crc(length) + data + TFRecordWriter.masked_crc(data)
 
 
+# group_size:1 keeps every record independently readable: random access per video. No zstd:
+# the JPEG frames a record holds shrink by only ~12% under it, and decompressing the record
+# costs the input pipeline ~10% of a training clip's CPU time (benchmarks/README.md).
+ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+
+
 def _write_records(
     array_record_file: str,
     tfrecord_file: str | None,
@@ -246,8 +252,7 @@ def _write_records(
     """Writes the shard's records into local files; returns its videos and skipped entries."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    # group_size:1 keeps every record independently readable: random access per video.
-    writer = ArrayRecordWriter(array_record_file, "group_size:1")
+    writer = ArrayRecordWriter(array_record_file, ARRAY_RECORD_OPTIONS)
     tfrecord_out = open(tfrecord_file, "wb") if tfrecord_file is not None else None
     videos, skipped = [], []
     for source in shard.sources:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordReader
 
 from benchmarks import data_prep, input_pipeline, report
 from tests.real_videos import real_video_path
@@ -21,7 +22,17 @@ def test_input_pipeline_measures_every_loader(tmp_path, capsys):
     )
     # The shards repeat the two converted records; the frame folders hold their JPEGs.
     assert len(data.videos) == len(data.frame_folders) == 2
-    assert sorted((tmp_path / "shards").glob("*.array_record-*")) != []
+    for shard_dir, compression in (("shards", "uncompressed"), ("zstd_shards", "zstd:3")):
+        paths = sorted((tmp_path / shard_dir).glob("*.array_record-*"))
+        assert paths != []
+        for path in paths:
+            assert compression in ArrayRecordReader(str(path)).writer_options_string()
+    # Compressed or not, the same records make the same batches.
+    batches = [
+        next(iter(input_pipeline.make_loader(loader, data, batch=2, workers=0)))
+        for loader in ("vssl_jax", "vssl_jax_zstd")
+    ]
+    np.testing.assert_array_equal(batches[0]["video"], batches[1]["video"])
     payload = input_pipeline.benchmark(
         data,
         loaders=list(input_pipeline.LOADERS),
@@ -45,7 +56,7 @@ def test_input_pipeline_measures_every_loader(tmp_path, capsys):
     for loader, result in by_loader.items():
         assert result["shape"] == [2, 4, 32, 32, 3]
         assert result["dtype"] == (
-            "uint8" if loader in ("vssl_jax", "decode_limit_uint8") else "float32"
+            "uint8" if loader in ("vssl_jax", "vssl_jax_zstd", "decode_limit_uint8") else "float32"
         )
         assert 0.0 <= result["others_cpu_share"] <= 1.0
     assert printed["targets"]["clips_per_s_per_core"]["target"] == 250.0

@@ -112,6 +112,9 @@ def test_convert_folder_skips_bad_files(folder, tmp_path):
     assert split["num_shards"] == 3
     shard_files = [os.path.join(out, s) for s in split["shards"]]
     assert records.shard_paths(str(out), "train") == shard_files
+    for path in shard_files:  # One record per chunk (random access), stored without zstd.
+        options = ArrayRecordReader(path).writer_options_string().split(",")
+        assert "group_size:1" in options and "uncompressed" in options, options
     assert manifest["options"] == {"fps": FPS, "short_side": SHORT_SIDE, "jpeg_quality": 90}
     assert manifest["schema_version"] == records.SCHEMA_VERSION
 
