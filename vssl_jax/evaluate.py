@@ -78,9 +78,13 @@ def run_over_split(
     )
     batch_sharding = sharding.batch_sharding(mesh)
     outputs = []
-    for local_batch, _ in zip(dataset, range(num_batches), strict=False):
-        out = step_fn(state, pipeline.global_batch(local_batch, batch_sharding))
-        outputs.append(multihost_utils.process_allgather(out, tiled=True))
+    iterator = iter(dataset)
+    try:
+        for local_batch, _ in zip(iterator, range(num_batches), strict=False):
+            out = step_fn(state, pipeline.global_batch(local_batch, batch_sharding))
+            outputs.append(multihost_utils.process_allgather(out, tiled=True))
+    finally:
+        iterator.close()  # Stops grain's workers and frees their shared-memory batches.
     merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
     keep = merged.pop("mask") > 0
     order = np.argsort(merged["index"][keep], kind="stable")

@@ -287,6 +287,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 window_start, window_steps = time.perf_counter(), 0
     finally:
         checkpointer.close()
+        # Stops grain's worker processes and frees the batches they prefetched into shared
+        # memory, which would otherwise sit there through the final eval.
+        train_iter.close()
 
     # ---------------------------------------------------------------- Final eval
     results, outputs = run_eval(state)
