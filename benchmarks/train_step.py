@@ -145,12 +145,6 @@ def _synthetic_batch(args, seed: int = 0):
     return video, rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)
 
 
-def _flops(compiled) -> float | None:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return (cost or {}).get("flops")
-
-
 def run_jax(args) -> dict:
 
     import jax
@@ -159,7 +153,7 @@ def run_jax(args) -> dict:
         from configs.base import get_base_config
         from vssl_jax import objectives, sharding
         from vssl_jax.state import initial_state, make_state_spec
-        from vssl_jax.train import jit_train_step
+        from vssl_jax.train import compiled_flops, jit_train_step
     except ModuleNotFoundError as e:
         raise SystemExit(
             f"error: no module named '{e.name}': run from the repository root, and on a machine "
@@ -219,9 +213,9 @@ def run_jax(args) -> dict:
         config.model.remat = False
         unrolled = make_state_spec(config, NUM_CLASSES, mesh)
         flops_step = jit_train_step(unrolled, config, mesh, objectives.get(config.objective.name))
-        flops = _flops(flops_step.lower(unrolled.abstract, batch).compile())
+        flops = compiled_flops(flops_step.lower(unrolled.abstract, batch).compile())
     else:
-        flops = _flops(compiled)
+        flops = compiled_flops(compiled)
     return _summary(
         args,
         framework=f"jax {jax.__version__}",

@@ -152,13 +152,19 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def _log_compiled(compiled) -> None:
-    memory = compiled.memory_analysis()
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of a compiled executable by XLA's cost analysis (a loop body counts once)."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
+    return (cost or {}).get("flops")
+
+
+def _log_compiled(compiled) -> None:
+    memory = compiled.memory_analysis()
+    flops = compiled_flops(compiled)
     logging.info(
         "train_step compiled: %.2f GFLOP per step, %.1f MiB temp + %.1f MiB arguments per device",
-        (cost or {}).get("flops", float("nan")) / 1e9,
+        (float("nan") if flops is None else flops) / 1e9,
         getattr(memory, "temp_size_in_bytes", 0) / 2**20,
         getattr(memory, "argument_size_in_bytes", 0) / 2**20,
     )
