@@ -84,7 +84,7 @@ def run_over_split(
             out = step_fn(state, pipeline.global_batch(local_batch, batch_sharding))
             outputs.append(multihost_utils.process_allgather(out, tiled=True))
     finally:
-        iterator.close()  # Stops grain's workers and frees their shared-memory batches.
+        iterator.close()  # Stops grain's workers now rather than at exit.
     merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
     keep = merged.pop("mask") > 0
     order = np.argsort(merged["index"][keep], kind="stable")
