@@ -1,10 +1,14 @@
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from vssl_jax.models import layers
 
+CONV2D = ("NHWC", "HWIO", "NHWC")
 CASES = [  # kernel, strides, padding, input [B, T, H, W, C]
     ((3, 3, 3), (1, 1, 1), ((1, 1), (1, 1), (1, 1)), (2, 6, 10, 10, 4)),
     ((3, 3, 3), (2, 2, 2), ((1, 1), (1, 1), (1, 1)), (2, 7, 9, 9, 3)),
@@ -46,3 +50,79 @@ def test_conv3d_module_matches_native_and_has_nnx_conv_parameters(monkeypatch):
     monkeypatch.setenv("VSSL_JAX_CONV3D", "fast")
     with pytest.raises(ValueError, match="VSSL_JAX_CONV3D='fast'"):
         conv(jnp.ones((1, 3, 4, 4, 3)))
+
+
+def test_cpu_convolution_gradients_run_on_eigen_not_ynnpack():
+    # Importing vssl_jax set the flag before JAX started; the compiled kernel gradient of a 2D
+    # convolution must then be XLA's own convolution, not a YNNPACK fusion (~9x slower here).
+    import vssl_jax
+
+    assert vssl_jax.CPU_CONVOLUTION_FLAG in os.environ["XLA_FLAGS"].split()
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5))
+
+    def loss(w):
+        return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=CONV2D).sum()
+
+    compiled = jax.jit(jax.grad(loss)).lower(w).compile().as_text()
+    assert "convolution(" in compiled
+    assert "ynn_fusion" not in compiled
+
+
+def test_cpu_convolution_flag_leaves_a_users_own_setting_alone():
+    import vssl_jax
+
+    mine = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
+    assert not vssl_jax.use_eigen_cpu_convolutions(mine)
+    assert mine == {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"}
+    empty = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    assert vssl_jax.use_eigen_cpu_convolutions(empty)
+    assert empty["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=8",
+        vssl_jax.CPU_CONVOLUTION_FLAG,
+    ]
+
+
+CONV2D_CASES = [  # kernel, stride, padding, input [N, H, W, C], computed as patches on CPU?
+    ((3, 3), 1, ((1, 1), (1, 1)), (3, 2, 2, 6), True),  # A map of 4 positions.
+    ((3, 3), 2, ((1, 1), (1, 1)), (2, 7, 5, 5), True),  # 4 x 3 = 12 output positions.
+    ((7, 7), 2, ((3, 3), (3, 3)), (2, 17, 12, 3), True),  # A stem: 3 input channels.
+    ((1, 1), 2, ((0, 0), (0, 0)), (2, 4, 4, 5), True),  # A strided shortcut.
+    ((3, 3), 1, ((1, 1), (1, 1)), (2, 9, 9, 6), False),  # 81 positions of 6 channels.
+    ((2, 3), 1, ((0, 1), (2, 0)), (1, 6, 7, 5), False),  # Uneven kernel and padding.
+]
+
+
+@pytest.mark.parametrize("kernel_size, stride, padding, shape, as_patches", CONV2D_CASES)
+def test_conv2d_equals_lax_convolution_and_takes_patches_where_xla_cpu_is_slow(
+    kernel_size, stride, padding, shape, as_patches
+):
+    kx, kw = jax.random.split(jax.random.PRNGKey(1))
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kw, (*kernel_size, shape[-1], 4))
+    strides = (stride, stride)
+
+    def reference(x, w):
+        return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=CONV2D)
+
+    def ours(x, w):
+        return layers.conv2d(x, w, strides, padding)
+
+    np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
+    for got, want in zip(
+        jax.grad(lambda x, w: (ours(x, w) ** 2).sum(), (0, 1))(x, w),
+        jax.grad(lambda x, w: (reference(x, w) ** 2).sum(), (0, 1))(x, w),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    compiled = jax.jit(ours).lower(x, w).compile().as_text()
+    assert ("convolution(" not in compiled) == as_patches
+
+
+def test_resnet2d_convolutions_are_the_cpu_aware_conv2d():
+    from flax import nnx
+
+    from vssl_jax.models import resnet2d
+
+    net = resnet2d.ResNet2D(18, width=8, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    convs = [m for _, m in nnx.iter_graph(net) if isinstance(m, nnx.Conv)]
+    assert len(convs) == 20 and all(c.conv_general_dilated is layers.conv2d for c in convs)

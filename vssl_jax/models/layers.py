@@ -8,6 +8,13 @@ slower than its 2D one (3-6x forward and input-gradient on R3D-sized layers, mea
 function; `tests/test_layers.py` checks values and gradients against `lax.conv_general_dilated`.
 `VSSL_JAX_CONV3D=native|taps` forces one implementation (for benchmarks).
 
+`conv2d` is `lax.conv_general_dilated` for channels-last 2D convolutions (the taps and
+`resnet2d`'s `nnx.Conv`s use it). On XLA:CPU it computes two kinds of layer as one matrix product
+over cut-out patches instead, where XLA's convolution is pathologically slow: small maps (a
+2x2 map under a 3x3 kernel: 458 ms forward for 5 ms as patches; 16 positions or fewer) and
+inputs of a few channels (the stems: 7x7 kernel gradient 122 ms -> 15 ms), measured by
+`benchmarks/conv3d_cpu.py`'s layers at 2D.
+
 Also here: the building blocks that several model families share (conv + BatchNorm + ReLU, pooling,
 torch-compatible initialisers and BatchNorm settings), so that a model file holds only its
 architecture.
@@ -29,6 +36,77 @@ _default_kernel_init = nnx.initializers.lecun_normal()
 
 # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu").
 conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+_CHANNELS_LAST_2D = ("NHWC", "HWIO", "NHWC")
+# Where XLA:CPU's 2D convolution loses to patches + matmul (see the module docstring).
+_PATCHES_MAX_POSITIONS = 16
+_PATCHES_MAX_CHANNELS = 4
+
+
+def conv2d_as_patches(x: jax.Array, kernel: jax.Array, strides, padding: Padding) -> jax.Array:
+    """The channels-last 2D convolution as one matrix product of the kernel with the input's
+    `kh x kw` patches (cut out by strided slices, stacked along channels)."""
+    kh, kw, cin, cout = kernel.shape
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out_h = (x.shape[1] - kh) // strides[0] + 1
+    out_w = (x.shape[2] - kw) // strides[1] + 1
+    rows = strides[0] * (out_h - 1) + 1
+    cols = strides[1] * (out_w - 1) + 1
+    patches = jnp.concatenate(
+        [
+            x[:, i : i + rows : strides[0], j : j + cols : strides[1]]
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )
+    return patches @ kernel.reshape(kh * kw * cin, cout)
+
+
+def conv2d(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=_CHANNELS_LAST_2D,
+    feature_group_count: int = 1,
+    **kwargs,
+) -> jax.Array:
+    """`lax.conv_general_dilated` (same signature; `nnx.Conv(conv_general_dilated=conv2d)`), with
+    XLA:CPU's slow cases of a plain channels-last 2D convolution computed as patches."""
+    plain = (
+        jax.default_backend() == "cpu"
+        and lhs.ndim == 4
+        and not isinstance(padding, str)
+        and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+        and feature_group_count == 1
+        and all(value is None for value in kwargs.values())  # precision, out_sharding, ...
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _CHANNELS_LAST_2D)
+    )
+    if plain:
+        positions = math.prod(
+            (size + lo + hi - k) // stride + 1
+            for size, (lo, hi), k, stride in zip(
+                lhs.shape[1:3], padding, rhs.shape[:2], window_strides, strict=True
+            )
+        )
+        if positions <= _PATCHES_MAX_POSITIONS or lhs.shape[-1] <= _PATCHES_MAX_CHANNELS:
+            return conv2d_as_patches(lhs, rhs, window_strides, padding)
+    return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        **kwargs,
+    )
 
 
 def _use_temporal_taps() -> bool:
@@ -54,13 +132,7 @@ def conv3d_temporal_taps(x: jax.Array, kernel: jax.Array, strides, padding: Padd
     for tap in range(taps):
         frames = x[:, tap : tap + stride_t * (out_frames - 1) + 1 : stride_t]
         frames = frames.reshape(batch * out_frames, height, width, channels)
-        y = lax.conv_general_dilated(
-            frames,
-            kernel[tap],
-            strides[1:],
-            padding[1:],
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        y = conv2d(frames, kernel[tap], strides[1:], padding[1:])
         out = y if out is None else out + y
     return out.reshape(batch, out_frames, *out.shape[1:])
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vssl_jax.models.layers import batch_norm, conv_init, max_pool
+from vssl_jax.models.layers import batch_norm, conv2d, conv_init, max_pool
 
 STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
@@ -29,6 +29,7 @@ def _conv(cin, cout, kernel, stride, *, dtype, rngs) -> nnx.Conv:
         use_bias=False,
         kernel_init=conv_init,
         dtype=dtype,
+        conv_general_dilated=conv2d,
         rngs=rngs,
     )
 
