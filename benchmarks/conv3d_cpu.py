@@ -11,7 +11,8 @@ often one training step uses it (the 1x1x1 shortcuts, a few percent of the work,
 
 Then the whole R3D-18 train step (`benchmarks/train_step.py`, JAX only) runs once per
 implementation, each in its own process with `VSSL_JAX_CONV3D` set, because `Conv3D` reads the
-choice when it is traced.
+choice when it is traced; and once more with taps on jaxlib's default 2D convolutions (YNNPACK),
+which `import vssl_jax` turns off (`vssl_jax.CPU_CONVOLUTION_FLAG`), where that flag is in force.
 
     python -m benchmarks.conv3d_cpu                              # batch 4, 8x56x56, ~2 min
     python -m benchmarks.conv3d_cpu --frames 16 --size 112 --batch 1 --no-train-step
@@ -30,6 +31,7 @@ import time
 
 import jax
 
+import vssl_jax
 from benchmarks import report
 from vssl_jax.models import layers
 
@@ -135,14 +137,25 @@ def time_pass(conv, shape: ConvShape, which: str, reps: int) -> float:
     return min(times)
 
 
-def train_step_result(args, implementation: str) -> dict:
-    """Runs benchmarks/train_step.py (JAX only) with `VSSL_JAX_CONV3D=implementation`."""
+# Whole-step runs: name -> (VSSL_JAX_CONV3D, XLA_FLAGS to add).
+STEP_RUNS = {
+    "native": ("native", ""),
+    "taps": ("taps", ""),
+    "taps_ynnpack": ("taps", "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"),
+}
+
+
+def train_step_result(args, implementation: str, xla_flags: str = "") -> dict:
+    """Runs benchmarks/train_step.py (JAX only) with `VSSL_JAX_CONV3D=implementation` and
+    `xla_flags` added to XLA_FLAGS."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "step.json")
         command = [sys.executable, "-m", "benchmarks.train_step", "--framework", "jax"]
         for flag in ("batch", "frames", "size", "width", "steps"):
             command += [f"--{flag}", str(getattr(args, flag))]
         env = {**os.environ, "VSSL_JAX_CONV3D": implementation}
+        if xla_flags:
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
         subprocess.run(command + ["--json", out], env=env, check=True, stdout=subprocess.DEVNULL)
         with open(out) as f:
             return json.load(f)["results"][0]
@@ -209,14 +222,26 @@ def main() -> None:
 
     step_results = {}
     if not args.no_train_step:
-        step_results = {name: train_step_result(args, name) for name in IMPLEMENTATIONS}
+        runs = dict(STEP_RUNS)
+        if vssl_jax.CPU_CONVOLUTION_FLAG not in os.environ.get("XLA_FLAGS", "").split():
+            del runs["taps_ynnpack"]  # This jaxlib may not know the option.
+        step_results = {name: train_step_result(args, *run) for name, run in runs.items()}
         native = step_results["native"]["step_seconds"]
         report.print_table(
             f"R3D-18 train step (benchmarks/train_step.py, batch {args.batch})",
-            ["VSSL_JAX_CONV3D", "step s", "clips/s", "compile s", "speed-up"],
+            [
+                "run",
+                "VSSL_JAX_CONV3D",
+                "XLA_FLAGS added",
+                "step s",
+                "clips/s",
+                "compile s",
+                "speed-up",
+            ],
             [
                 [
                     name,
+                    *runs[name],
                     r["step_seconds"],
                     r["clips_per_second"],
                     r["compile_seconds"],
