@@ -2,7 +2,8 @@
 from random initialisation, same model, same fine-tuning budget, several seeds, on the demo set.
 
     python -m benchmarks.ssl_transfer [--methods dpc arrow_of_time moco vtdl] [--seeds 0 1 2]
-        [--variant demo|smoke] [--pretrain-steps 300] [--finetune-steps 100] [--json PATH]
+        [--variant demo|smoke] [--pretrain-steps 300] [--finetune-steps 100]
+        [--background photo|plain] [--json PATH]
 
 For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`, seeded), then
 fine-tune the whole network from it (the derived finetune stage); and, once per encoder
@@ -68,10 +69,12 @@ def run_comparison(
     finetune_steps: int,
     workdir: str,
     data_dir: str = "",
+    background: str = "photo",
 ) -> dict:
     """{"random": {encoder: [top1 per seed]}, method: [top1 per seed], "encoder": {method:
     encoder}, "seconds": {...}}. Runs everything in this process; `data_dir` replaces the
-    variant's dataset (a converted folder with train and val splits)."""
+    variant's dataset (a converted folder with train and val splits); `background` is the demo's
+    (`data_prep.demo`: "plain" takes the photos out from behind the digits)."""
     from vssl_jax import main
 
     results: dict = {"random": {}, "encoder": {}, "seconds": {}}
@@ -79,6 +82,7 @@ def run_comparison(
 
         def get_pretrain(arg, method=method):
             config = PRETRAIN_CONFIGS[method](arg)
+            _with(config, **{"data.demo.background": background})
             if data_dir:
                 _with(config, **{"data.builtin": "", "data.data_dir": data_dir})
             return config
@@ -142,6 +146,12 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--data-dir", default="", help="a converted dataset instead of the demo")
+    parser.add_argument(
+        "--background",
+        default="photo",
+        choices=("photo", "plain"),
+        help="the demo's: a photo per video (default) or a uniform grey (data_prep.demo)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     from vssl_jax.main import configure_logging
@@ -157,10 +167,11 @@ def main() -> None:
             finetune_steps=args.finetune_steps,
             workdir=args.workdir or tmp,
             data_dir=args.data_dir,
+            background=args.background,
         )
     report.print_table(
         f"val top-1 after {args.finetune_steps} fine-tuning steps ({args.variant}; pretraining "
-        f"{args.pretrain_steps} steps)",
+        f"{args.pretrain_steps} steps, {args.background} background)",
         ["init", "per seed", "mean", "gain", "s.e. of gain"],
         summarise(results, args.methods),
     )

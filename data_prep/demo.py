@@ -22,6 +22,10 @@ the motion across frames does. Which digit it is (0-9) is drawn independently of
 so are the speed, the photo and the crop. The digit is white (alpha from its grey level, about
 24 px tall at 64 px) and the photo is darkened to at most 55% grey, so the digit stays the
 brightest thing in every frame.
+
+`background="plain"` renders the same videos (same digits, paths and speeds) over a uniform grey
+instead of the photo crop: a control for self-supervised methods, whose pretext tasks a static
+per-video photo lets them solve by recognising the background instead of following the digit.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ _SPEED_RANGE = (1.5, 3.0)  # px/frame.
 # deg/frame. Far below 90, where a digit with 2-fold symmetry (0, 8) could be seen turning either
 # way.
 _ANGULAR_SPEED_RANGE = (12.0, 25.0)
+BACKGROUNDS = ("photo", "plain")
+# The plain background's grey: the mean level of the darkened photos.
+_PLAIN_LEVEL = 60.0
 # The photo is darkened below the digit's white so the digit stays visible wherever it goes.
 _BACKGROUND_GAIN = 0.55
 # Background crops span 1-4 frame widths of the 640x427 photo before being resized to the frame.
@@ -144,19 +151,29 @@ def draw_digit(
 
 
 def render_video(
-    class_name: str, rng: np.random.Generator, *, size: int = 64, num_frames: int = 24
+    class_name: str,
+    rng: np.random.Generator,
+    *,
+    size: int = 64,
+    num_frames: int = 24,
+    background: str = "photo",
 ) -> np.ndarray:
     """Renders one demo video of `class_name`; a pure function of `rng`'s state.
+
+    `background` ("photo" or "plain") changes only the pixels behind the digit: the photo crop
+    is drawn either way, so both give the same digit, path and speed for the same `rng`.
 
     Returns:
       [T, H, W, 3] uint8 frames, H = W = `size`.
     """
     if class_name not in CLASS_NAMES:
         raise ValueError(f"unknown demo class '{class_name}'; expected one of {CLASS_NAMES}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown demo background '{background}'; expected one of {BACKGROUNDS}")
     scale = size / _REFERENCE_SIZE
     digits = _digits()
     sprite = _digit_sprite(digits[rng.integers(len(digits))], size)
-    background = _background(rng, size) * _BACKGROUND_GAIN
+    photo = _background(rng, size) * _BACKGROUND_GAIN
     start = rng.uniform(0.0, size, size=2)  # (y, x)
     angle = rng.uniform(0.0, 360.0)
     steps = np.arange(num_frames, dtype=np.float64)
@@ -169,7 +186,9 @@ def render_video(
         centres = np.broadcast_to(start, (num_frames, 2))
         angles = angle + steps * angular_speed * _SPINS[class_name]
     alpha = draw_digit(sprite, centres, angles, size)[..., None]  # [T, H, W, 1]
-    frames = background * (1.0 - alpha) + 255.0 * alpha
+    if background == "plain":
+        photo = np.full_like(photo, _PLAIN_LEVEL)
+    frames = photo * (1.0 - alpha) + 255.0 * alpha
     return np.round(frames).astype(np.uint8)
 
 
@@ -201,6 +220,7 @@ def write_demo_videos(
     num_frames: int = 24,
     fps: float = 8.0,
     seed: int = 0,
+    background: str = "photo",
 ) -> list[str]:
     """Writes `<raw_dir>/<split>/<class>/<class>_<index:04d>.mp4` for every split and class.
 
@@ -219,7 +239,9 @@ def write_demo_videos(
             os.makedirs(class_dir, exist_ok=True)
             for index in range(count):
                 rng = _video_rng(seed, split, class_index, index)
-                frames = render_video(class_name, rng, size=size, num_frames=num_frames)
+                frames = render_video(
+                    class_name, rng, size=size, num_frames=num_frames, background=background
+                )
                 path = os.path.join(class_dir, f"{class_name}_{index:04d}.mp4")
                 write_video(path, frames, fps)
                 paths.append(path)
@@ -242,6 +264,7 @@ def build_demo_dataset(
     num_frames: int = 24,
     fps: float = 8.0,
     seed: int = 0,
+    background: str = "photo",
     workers: int | None = None,
     force: bool = False,
 ) -> str:
@@ -275,6 +298,8 @@ def build_demo_dataset(
         "fps": fps,
         "seed": seed,
     }
+    if background != "photo":  # Demos built before the option existed have photos and no key.
+        options["background"] = background
     options_path = os.path.join(output_dir, _OPTIONS_FILE)
     previous = _read_json(options_path)
     if previous is None and os.path.isdir(output_dir) and os.listdir(output_dir):
@@ -311,6 +336,7 @@ def build_demo_dataset(
         num_frames=num_frames,
         fps=fps,
         seed=seed,
+        background=background,
     )
     # Label index i is CLASS_NAMES[i], rather than the converter's alphabetical default.
     write_label_map(output_dir, list(CLASS_NAMES))
@@ -350,6 +376,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--background",
+        default="photo",
+        choices=BACKGROUNDS,
+        help="behind the digit: a photo crop per video (default) or a uniform grey",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="conversion processes (default: CPUs)"
     )
     parser.add_argument(
@@ -364,6 +396,7 @@ def run_demo(args: argparse.Namespace) -> None:
         train_per_class=args.train_per_class,
         val_per_class=args.val_per_class,
         seed=args.seed,
+        background=args.background,
         workers=args.workers,
         force=args.force,
     )

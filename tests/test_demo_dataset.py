@@ -126,6 +126,25 @@ def test_render_is_a_deterministic_function_of_the_seed():
         assert np.abs(video.astype(int) - other).mean() > 5
 
 
+def test_plain_background_keeps_the_digit_and_replaces_only_the_photo():
+    for class_name in demo.CLASS_NAMES:
+        photo = demo.render_video(class_name, np.random.default_rng(3)).astype(int)
+        plain = demo.render_video(class_name, np.random.default_rng(3), background="plain")
+        plain = plain.astype(int)
+        # Where the photo version is pure white the digit covers the pixel in both.
+        digit = (photo == 255).all(axis=-1)
+        assert digit.any(axis=(1, 2)).all()
+        assert (plain[digit] >= 250).all()
+        # Everywhere else the plain background is one unchanging grey, below the digit.
+        assert plain.min() == 60
+        grey = (plain == 60).all(axis=-1)
+        assert grey.mean() > 0.7
+        assert np.abs(photo[grey] - 60).mean() > 5  # The photo version does differ there.
+        _assert_moves_as_named(class_name, plain.astype(np.uint8))
+    with pytest.raises(ValueError, match="unknown demo background 'noise'"):
+        demo.render_video("move_up", np.random.default_rng(0), background="noise")
+
+
 @pytest.mark.parametrize("class_name", demo.CLASS_NAMES)
 def test_each_class_moves_as_its_name_says(class_name):
     for seed in range(5):
@@ -284,4 +303,23 @@ def test_build_converts_the_videos_and_a_second_run_does_nothing(tmp_path, capsy
     assert main(["demo", "--output", out, "--train-per-class", "5", "--val-per-class", "2"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "--force" in error and error.count("\n") == 1
+    assert _files(out) == before
+    # So would another background; a photo demo's options name no background (older caches).
+    assert (
+        main(
+            [
+                "demo",
+                "--output",
+                out,
+                "--train-per-class",
+                "4",
+                "--val-per-class",
+                "2",
+                "--background",
+                "plain",
+            ]
+        )
+        == 2
+    )
+    assert "'background'" not in capsys.readouterr().err.split("holds a demo built with")[1]
     assert _files(out) == before

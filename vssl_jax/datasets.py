@@ -16,10 +16,10 @@ def resolve(data_config) -> str:
     """The shard folder `config.data` names, without building anything."""
     if data_config.builtin == "demo":
         demo = data_config.demo
-        return data_config.data_dir or os.path.join(
-            default_cache_dir(),
-            f"demo-{demo.size}px-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}",
-        )
+        name = f"demo-{demo.size}px-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}"
+        if demo.background != "photo":
+            name += f"-{demo.background}"
+        return data_config.data_dir or os.path.join(default_cache_dir(), name)
     if data_config.builtin:
         raise ValueError(f"config.data.builtin: unknown dataset '{data_config.builtin}' (demo)")
     if not data_config.data_dir:
@@ -47,6 +47,7 @@ def prepare(data_config, splits: tuple[str, ...]) -> str:
                 val_per_class=demo.val_per_class,
                 size=demo.size,
                 seed=demo.seed,
+                background=demo.background,
             )
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("demo dataset ready")
