@@ -12,8 +12,9 @@ function; `tests/test_layers.py` checks values and gradients against `lax.conv_g
 `resnet2d`'s `nnx.Conv`s use it). On XLA:CPU it computes two kinds of layer as one matrix product
 over cut-out patches instead, where XLA's convolution is pathologically slow: small maps (a
 2x2 map under a 3x3 kernel: 458 ms forward for 5 ms as patches; 16 positions or fewer) and
-inputs of a few channels (the stems: 7x7 kernel gradient 122 ms -> 15 ms), measured by
-`benchmarks/conv3d_cpu.py`'s layers at 2D.
+inputs of a few channels (the stems: 7x7 kernel gradient 122 ms -> 15 ms), timed one layer
+at a time at ResNet-18's shapes (`benchmarks/README.md`, `train_step.py` section). The patches
+hold kh x kw copies of the input: fine for these small maps and 3-channel stems.
 
 Also here: the building blocks that several model families share (conv + BatchNorm + ReLU, pooling,
 torch-compatible initialisers and BatchNorm settings), so that a model file holds only its
