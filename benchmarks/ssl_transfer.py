@@ -6,8 +6,9 @@ from random initialisation, same model, same fine-tuning budget, several seeds, 
         [--background photo|plain] [--json PATH]
 
 For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`, seeded), then
-fine-tune the whole network from it (the derived finetune stage); and, once per encoder
-architecture, fine-tune the same config from random initialisation. Prints val top-1 per seed,
+fine-tune the whole network from it (the method's `configs/finetune_*.py:VARIANT` where it has
+one, else the derived finetune stage); and, once per encoder architecture, fine-tune the same
+config from random initialisation. Prints val top-1 per seed,
 the mean and the mean difference to random init with its standard error over seeds.
 """
 
@@ -21,6 +22,10 @@ import time
 
 from benchmarks import report
 from configs import (
+    finetune_dpc_ucf101,
+    finetune_moco_ucf101,
+    finetune_videomae_ucf101,
+    finetune_vtdl_ucf101,
     pretrain_arrow_of_time,
     pretrain_dpc_ucf101,
     pretrain_moco_ucf101,
@@ -35,6 +40,13 @@ PRETRAIN_CONFIGS = {
     "moco": pretrain_moco_ucf101.get_config,
     "vtdl": pretrain_vtdl_ucf101.get_config,
     "videomae": pretrain_videomae_ucf101.get_config,
+}
+# A method's own fine-tuning recipe (VideoMAE's adds layer-wise lr decay and stochastic depth).
+FINETUNE_CONFIGS = {
+    "dpc": finetune_dpc_ucf101.get_config,
+    "moco": finetune_moco_ucf101.get_config,
+    "vtdl": finetune_vtdl_ucf101.get_config,
+    "videomae": finetune_videomae_ucf101.get_config,
 }
 
 
@@ -80,30 +92,36 @@ def run_comparison(
     results: dict = {"random": {}, "encoder": {}, "seconds": {}}
     for method in methods:
 
-        def get_pretrain(arg, method=method):
-            config = PRETRAIN_CONFIGS[method](arg)
+        def on_data(config):
             _with(config, **{"data.demo.background": background})
             if data_dir:
                 _with(config, **{"data.builtin": "", "data.data_dir": data_dir})
             return config
 
+        def get_finetune(method=method):
+            if method in FINETUNE_CONFIGS:
+                return on_data(FINETUNE_CONFIGS[method](variant))
+            return on_data(ssl.derived_config(PRETRAIN_CONFIGS[method], variant))
+
         results[method] = []
         start = time.perf_counter()
         for seed in seeds:
             pretrain_dir = os.path.join(workdir, f"{method}-pretrain-{seed}")
-            main.run(_budget(get_pretrain(variant), pretrain_steps, seed), pretrain_dir)
-            finetune = _budget(ssl.derived_config(get_pretrain, variant), finetune_steps, seed)
+            pretrain = on_data(PRETRAIN_CONFIGS[method](variant))
+            main.run(_budget(pretrain, pretrain_steps, seed), pretrain_dir)
+            finetune = _budget(get_finetune(), finetune_steps, seed)
             _with(finetune, init_from=pretrain_dir)
             out = main.run(finetune, os.path.join(workdir, f"{method}-finetune-{seed}"))
             results[method].append(out["top1"])
         results["seconds"][method] = time.perf_counter() - start
-        encoder = repr(finetune.model.to_dict())
+        # Random-init runs are shared by methods with the same model and fine-tuning recipe.
+        encoder = repr((finetune.model.to_dict(), finetune.optimizer.to_dict()))
         results["encoder"][method] = encoder
         if encoder not in results["random"]:
             scores = []
             start = time.perf_counter()
             for seed in seeds:
-                scratch = _budget(ssl.derived_config(get_pretrain, variant), finetune_steps, seed)
+                scratch = _budget(get_finetune(), finetune_steps, seed)
                 _with(scratch, stage="train")
                 directory = os.path.join(workdir, f"{method}-random-{seed}")
                 scores.append(main.run(scratch, directory)["top1"])
