@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import traceback
 from typing import NoReturn
 
 import grain
@@ -123,7 +124,12 @@ class Checkpointer:
             try:
                 return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
             except Exception as e:  # Any unreadable checkpoint: report it, try an older one.
-                cause = " ".join(str(e).split())[:300] or type(e).__name__
+                # Where it was raised, so that a library fault is told apart from bad files.
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                cause = (
+                    f"{type(e).__name__} at {os.path.basename(where.filename)}:{where.lineno}: "
+                    + " ".join(str(e).split())[:300]
+                )
                 failures.append(f"{self.directory}/{step}: {cause}")
                 logging.warning("Checkpoint %s/%d is unreadable (%s)", self.directory, step, cause)
         raise ValueError(f"no readable checkpoint; newest failure: {failures[0]}")
