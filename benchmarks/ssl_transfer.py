@@ -33,6 +33,7 @@ from configs import (
     pretrain_vtdl_ucf101,
     ssl,
 )
+from data_prep.demo import BACKGROUNDS
 
 PRETRAIN_CONFIGS = {
     "dpc": pretrain_dpc_ucf101.get_config,
@@ -167,7 +168,7 @@ def main() -> None:
     parser.add_argument(
         "--background",
         default="photo",
-        choices=("photo", "plain"),
+        choices=BACKGROUNDS,
         help="the demo's: a photo per video (default) or a uniform grey (data_prep.demo)",
     )
     parser.add_argument("--json")

@@ -72,7 +72,7 @@ _SPEED_RANGE = (1.5, 3.0)  # px/frame.
 # way.
 _ANGULAR_SPEED_RANGE = (12.0, 25.0)
 BACKGROUNDS = ("photo", "plain")
-# The plain background's grey: the mean level of the darkened photos.
+# The plain background: one dark grey, far below the digit's white like the darkened photos.
 _PLAIN_LEVEL = 60.0
 # The photo is darkened below the digit's white so the digit stays visible wherever it goes.
 _BACKGROUND_GAIN = 0.55
