@@ -3,7 +3,7 @@ from random initialisation, same model, same fine-tuning budget, several seeds, 
 
     python -m benchmarks.ssl_transfer [--methods dpc arrow_of_time moco vtdl] [--seeds 0 1 2]
         [--variant demo|smoke] [--pretrain-steps 300] [--finetune-steps 100]
-        [--background photo|plain] [--json PATH]
+        [--background photo|plain] [--motion constant|accelerating] [--json PATH]
 
 For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`, seeded), then
 fine-tune the whole network from it (the method's `configs/finetune_*.py:VARIANT` where it has
@@ -33,7 +33,7 @@ from configs import (
     pretrain_vtdl_ucf101,
     ssl,
 )
-from data_prep.demo import BACKGROUNDS
+from data_prep.demo import BACKGROUNDS, MOTIONS
 
 PRETRAIN_CONFIGS = {
     "dpc": pretrain_dpc_ucf101.get_config,
@@ -83,18 +83,20 @@ def run_comparison(
     workdir: str,
     data_dir: str = "",
     background: str = "photo",
+    motion: str = "constant",
 ) -> dict:
     """{"random": {encoder: [top1 per seed]}, method: [top1 per seed], "encoder": {method:
     encoder}, "seconds": {...}}. Runs everything in this process; `data_dir` replaces the
-    variant's dataset (a converted folder with train and val splits); `background` is the demo's
-    (`data_prep.demo`: "plain" takes the photos out from behind the digits)."""
+    variant's dataset (a converted folder with train and val splits); `background` and `motion`
+    are the demo's (`data_prep.demo`: "plain" takes the photos out from behind the digits,
+    "accelerating" gives time a direction)."""
     from vssl_jax import main
 
     results: dict = {"random": {}, "encoder": {}, "seconds": {}}
     for method in methods:
 
         def on_data(config):
-            _with(config, **{"data.demo.background": background})
+            _with(config, **{"data.demo.background": background, "data.demo.motion": motion})
             if data_dir:
                 _with(config, **{"data.builtin": "", "data.data_dir": data_dir})
             return config
@@ -171,6 +173,12 @@ def main() -> None:
         choices=BACKGROUNDS,
         help="the demo's: a photo per video (default) or a uniform grey (data_prep.demo)",
     )
+    parser.add_argument(
+        "--motion",
+        default="constant",
+        choices=MOTIONS,
+        help="the demo's: constant speeds (default) or accelerating ones (data_prep.demo)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     from vssl_jax.main import configure_logging
@@ -187,10 +195,11 @@ def main() -> None:
             workdir=args.workdir or tmp,
             data_dir=args.data_dir,
             background=args.background,
+            motion=args.motion,
         )
     report.print_table(
         f"val top-1 after {args.finetune_steps} fine-tuning steps ({args.variant}; pretraining "
-        f"{args.pretrain_steps} steps, {args.background} background)",
+        f"{args.pretrain_steps} steps, {args.background} background, {args.motion} motion)",
         ["init", "per seed", "mean", "gain", "s.e. of gain"],
         summarise(results, args.methods),
     )

@@ -33,7 +33,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.std = (0.22803, 0.22145, 0.216989)
     config.data.num_workers = 2  # grain worker processes; 0 reads in the main process.
     config.data.demo = ml_collections.ConfigDict(
-        {"train_per_class": 48, "val_per_class": 16, "size": 64, "seed": 0, "background": "photo"}
+        {
+            "train_per_class": 48,
+            "val_per_class": 16,
+            "size": 64,
+            "seed": 0,
+            "background": "photo",
+            "motion": "constant",
+        }
     )
 
     config.model = ml_collections.ConfigDict()

@@ -26,6 +26,13 @@ brightest thing in every frame.
 `background="plain"` renders the same videos (same digits, paths and speeds) over a uniform grey
 instead of the photo crop: a control for self-supervised methods, whose pretext tasks a static
 per-video photo lets them solve by recognising the background instead of following the digit.
+
+`motion="accelerating"` gives every video an arrow of time. With constant speeds every class
+played backward is another class (`move_left` <-> `move_right`, up <-> down, the two rotations),
+so no clip shows which way time runs and the arrow-of-time pretext task cannot be learnt. In the
+accelerating videos the speed grows linearly from half to one and a half times the drawn speed
+over the video (the same mean); a backward clip slows down, which no forward clip does. Angular
+speeds are drawn from the range divided by 1.5, so the fastest turn stays within 25 deg/frame.
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ _SPEED_RANGE = (1.5, 3.0)  # px/frame.
 # way.
 _ANGULAR_SPEED_RANGE = (12.0, 25.0)
 BACKGROUNDS = ("photo", "plain")
+MOTIONS = ("constant", "accelerating")
+# Accelerating motion: the speed multiplier runs linearly between these over the video.
+_ACCELERATION_SPAN = (0.5, 1.5)
 # The plain background: one dark grey, far below the digit's white like the darkened photos.
 _PLAIN_LEVEL = 60.0
 # The photo is darkened below the digit's white so the digit stays visible wherever it goes.
@@ -157,11 +167,13 @@ def render_video(
     size: int = 64,
     num_frames: int = 24,
     background: str = "photo",
+    motion: str = "constant",
 ) -> np.ndarray:
     """Renders one demo video of `class_name`; a pure function of `rng`'s state.
 
     `background` ("photo" or "plain") changes only the pixels behind the digit: the photo crop
     is drawn either way, so both give the same digit, path and speed for the same `rng`.
+    `motion` ("constant" or "accelerating") sets how the speed changes over the video.
 
     Returns:
       [T, H, W, 3] uint8 frames, H = W = `size`.
@@ -170,19 +182,23 @@ def render_video(
         raise ValueError(f"unknown demo class '{class_name}'; expected one of {CLASS_NAMES}")
     if background not in BACKGROUNDS:
         raise ValueError(f"unknown demo background '{background}'; expected one of {BACKGROUNDS}")
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown demo motion '{motion}'; expected one of {MOTIONS}")
     scale = size / _REFERENCE_SIZE
     digits = _digits()
     sprite = _digit_sprite(digits[rng.integers(len(digits))], size)
     photo = _background(rng, size) * _BACKGROUND_GAIN
     start = rng.uniform(0.0, size, size=2)  # (y, x)
     angle = rng.uniform(0.0, 360.0)
-    steps = np.arange(num_frames, dtype=np.float64)
+    steps = travel_in_frames(num_frames, motion)
     if class_name in _DIRECTIONS:
         speed = rng.uniform(*_SPEED_RANGE) * scale
         centres = start + steps[:, None] * speed * np.asarray(_DIRECTIONS[class_name])
         angles = np.full(num_frames, angle)
     else:
         angular_speed = rng.uniform(*_ANGULAR_SPEED_RANGE)
+        if motion == "accelerating":
+            angular_speed /= _ACCELERATION_SPAN[1]
         centres = np.broadcast_to(start, (num_frames, 2))
         angles = angle + steps * angular_speed * _SPINS[class_name]
     alpha = draw_digit(sprite, centres, angles, size)[..., None]  # [T, H, W, 1]
@@ -190,6 +206,20 @@ def render_video(
         photo = np.full_like(photo, _PLAIN_LEVEL)
     frames = photo * (1.0 - alpha) + 255.0 * alpha
     return np.round(frames).astype(np.uint8)
+
+
+def travel_in_frames(num_frames: int, motion: str) -> np.ndarray:
+    """How far the digit has gone at each frame, in frames' worth of its drawn speed. [T].
+
+    Constant: 0, 1, 2, ... Accelerating: the speed multiplier grows linearly from
+    `_ACCELERATION_SPAN[0]` at the first frame to `[1]` at the last, so the whole video covers the
+    same distance as at constant speed.
+    """
+    frames = np.arange(num_frames, dtype=np.float64)
+    if motion == "constant" or num_frames < 2:
+        return frames
+    low, high = _ACCELERATION_SPAN
+    return low * frames + (high - low) * frames**2 / (2 * (num_frames - 1))
 
 
 def _video_rng(seed: int, split: str, class_index: int, index: int) -> np.random.Generator:
@@ -221,6 +251,7 @@ def write_demo_videos(
     fps: float = 8.0,
     seed: int = 0,
     background: str = "photo",
+    motion: str = "constant",
 ) -> list[str]:
     """Writes `<raw_dir>/<split>/<class>/<class>_<index:04d>.mp4` for every split and class.
 
@@ -240,7 +271,12 @@ def write_demo_videos(
             for index in range(count):
                 rng = _video_rng(seed, split, class_index, index)
                 frames = render_video(
-                    class_name, rng, size=size, num_frames=num_frames, background=background
+                    class_name,
+                    rng,
+                    size=size,
+                    num_frames=num_frames,
+                    background=background,
+                    motion=motion,
                 )
                 path = os.path.join(class_dir, f"{class_name}_{index:04d}.mp4")
                 write_video(path, frames, fps)
@@ -265,6 +301,7 @@ def build_demo_dataset(
     fps: float = 8.0,
     seed: int = 0,
     background: str = "photo",
+    motion: str = "constant",
     workers: int | None = None,
     force: bool = False,
 ) -> str:
@@ -298,8 +335,11 @@ def build_demo_dataset(
         "fps": fps,
         "seed": seed,
     }
-    if background != "photo":  # Demos built before the option existed have photos and no key.
+    # Demos built before these options existed have photos, constant speeds and no such keys.
+    if background != "photo":
         options["background"] = background
+    if motion != "constant":
+        options["motion"] = motion
     options_path = os.path.join(output_dir, _OPTIONS_FILE)
     previous = _read_json(options_path)
     if previous is None and os.path.isdir(output_dir) and os.listdir(output_dir):
@@ -337,6 +377,7 @@ def build_demo_dataset(
         fps=fps,
         seed=seed,
         background=background,
+        motion=motion,
     )
     # Label index i is CLASS_NAMES[i], rather than the converter's alphabetical default.
     write_label_map(output_dir, list(CLASS_NAMES))
@@ -382,6 +423,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="behind the digit: a photo crop per video (default) or a uniform grey",
     )
     parser.add_argument(
+        "--motion",
+        default="constant",
+        choices=MOTIONS,
+        help="constant speeds (default), or accelerating ones, which give time a direction",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="conversion processes (default: CPUs)"
     )
     parser.add_argument(
@@ -397,6 +444,7 @@ def run_demo(args: argparse.Namespace) -> None:
         val_per_class=args.val_per_class,
         seed=args.seed,
         background=args.background,
+        motion=args.motion,
         workers=args.workers,
         force=args.force,
     )

@@ -146,6 +146,47 @@ def test_plain_background_keeps_the_digit_and_replaces_only_the_photo():
 
 
 @pytest.mark.parametrize("class_name", demo.CLASS_NAMES)
+def test_accelerating_motion_speeds_up_so_a_reversed_clip_is_no_class(class_name):
+    """Constant motion: both halves of a video move equally fast, so played backward it is just
+    another class. Accelerating: the second half is much faster, in the class's direction."""
+    for seed in range(3):
+        speeds = {}
+        for motion in demo.MOTIONS:
+            video = demo.render_video(
+                class_name, np.random.default_rng(seed), background="plain", motion=motion
+            )
+            layer = _digit_layer(video)
+            if class_name in _DIRECTIONS:
+                direction = np.array(_DIRECTIONS[class_name])
+                halves = [_shift_per_frame(half) @ direction for half in (layer[:12], layer[12:])]
+            else:
+                sign = 1 if class_name == "rotate_clockwise" else -1
+                halves = [sign * _turn_per_frame(half) for half in (layer[:12], layer[12:])]
+            speeds[motion] = halves
+            if motion == "constant":
+                first_frame = video[0]
+            else:  # Same digit, start and direction: only the speed profile differs.
+                np.testing.assert_array_equal(video[0], first_frame)
+        early, late = speeds["constant"]
+        assert early > 0 and late == pytest.approx(early, abs=0.3), speeds
+        early, late = speeds["accelerating"]
+        assert early > 0 and late > 1.4 * early, speeds
+    with pytest.raises(ValueError, match="unknown demo motion 'jerky'"):
+        demo.render_video("move_up", np.random.default_rng(0), motion="jerky")
+
+
+def test_travel_in_frames_keeps_the_mean_speed():
+    np.testing.assert_array_equal(demo.travel_in_frames(5, "constant"), [0, 1, 2, 3, 4])
+    travel = demo.travel_in_frames(24, "accelerating")
+    speeds = np.diff(travel)
+    assert travel[0] == 0 and travel[-1] == pytest.approx(23)
+    assert speeds[0] == pytest.approx(0.5 + 0.5 / 23) and speeds[-1] == pytest.approx(
+        1.5 - 0.5 / 23
+    )
+    np.testing.assert_allclose(np.diff(speeds), 1 / 23)
+
+
+@pytest.mark.parametrize("class_name", demo.CLASS_NAMES)
 def test_each_class_moves_as_its_name_says(class_name):
     for seed in range(5):
         _assert_moves_as_named(
@@ -323,3 +364,22 @@ def test_build_converts_the_videos_and_a_second_run_does_nothing(tmp_path, capsy
     )
     assert "'background'" not in capsys.readouterr().err.split("holds a demo built with")[1]
     assert _files(out) == before
+    # And so would accelerating motion.
+    args = ["demo", "--output", out, "--train-per-class", "4", "--val-per-class", "2"]
+    assert main([*args, "--motion", "accelerating"]) == 2
+    assert "'motion'" not in capsys.readouterr().err.split("holds a demo built with")[1]
+    assert _files(out) == before
+
+
+def test_each_demo_option_gets_its_own_cache_folder(monkeypatch, tmp_path):
+    from configs import demo as demo_config
+    from vssl_jax import datasets
+
+    monkeypatch.setenv("VSSL_JAX_CACHE", str(tmp_path))
+    data = demo_config.get_config().data
+    # The default keeps the name caches had before the options existed.
+    assert datasets.resolve(data) == str(tmp_path / "demo-64px-48x16-seed0")
+    with data.unlocked():
+        data.demo.background = "plain"
+        data.demo.motion = "accelerating"
+    assert datasets.resolve(data) == str(tmp_path / "demo-64px-48x16-seed0-plain-accelerating")

@@ -19,6 +19,8 @@ def resolve(data_config) -> str:
         name = f"demo-{demo.size}px-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}"
         if demo.background != "photo":
             name += f"-{demo.background}"
+        if demo.motion != "constant":
+            name += f"-{demo.motion}"
         return data_config.data_dir or os.path.join(default_cache_dir(), name)
     if data_config.builtin:
         raise ValueError(f"config.data.builtin: unknown dataset '{data_config.builtin}' (demo)")
@@ -48,6 +50,7 @@ def prepare(data_config, splits: tuple[str, ...]) -> str:
                 size=demo.size,
                 seed=demo.seed,
                 background=demo.background,
+                motion=demo.motion,
             )
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("demo dataset ready")
