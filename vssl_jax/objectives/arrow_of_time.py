@@ -13,7 +13,8 @@ input is the RGB clip of whichever encoder the config names and the head is line
 
 A clip whose reverse is as plausible as itself carries no arrow of time: on the built-in demo
 dataset every class reversed is another class (left/right, up/down, the two rotations), so there
-the direction accuracy stays at chance by construction.
+the direction accuracy stays at chance by construction. Its accelerating variant
+(`config.data.demo.motion = "accelerating"`) has an arrow of time: reversed clips slow down.
 """
 
 from __future__ import annotations
