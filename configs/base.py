@@ -83,6 +83,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.eval_every = 0  # 0: evaluate only at the end.
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
+    # Keep compiled XLA executables in `$VSSL_JAX_CACHE/xla` (or JAX_COMPILATION_CACHE_DIR when
+    # set), so a rerun or a resumed run of the same step loads it instead of compiling again.
+    config.compilation_cache = True
     # Weights to start from: a pretrain/train workdir (its latest checkpoint's encoder) or a
     # `python -m vssl_jax.tools.import_torch --out DIR` folder. The classifier head is not
     # loaded when its shape differs; any other shape mismatch is an error naming the paths.

@@ -18,6 +18,20 @@ from vssl_jax.data import records
 flags.FLAGS.mark_as_parsed()
 # The demo dataset built by tests (and their subprocesses) stays out of the user's cache.
 os.environ.setdefault("VSSL_JAX_CACHE", tempfile.mkdtemp(prefix="vssl_jax_test_cache_"))
+# XLA's native 3D convolutions, not the CPU default of temporal taps (`models/layers.py`): at the
+# suite's tiny shapes XLA compiles the taps ~3x slower (the multibranch smoke run: 97 s of
+# compilation against 34 s) and the run saves nothing. `tests/test_layers.py` checks the taps
+# against the native convolution; `tests/test_demo_smoke.py` trains on the default path.
+os.environ.setdefault("VSSL_JAX_CONV3D", "native")
+# One XLA compilation cache for the whole run, its xdist workers and their subprocesses: a test
+# that reruns or resumes a step loads the executable an earlier test compiled.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(
+        tempfile.gettempdir(),
+        "vssl_jax_test_xla_" + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())),
+    ),
+)
 
 TINY_CLASSES = ("square_moves_left", "square_moves_right")
 

@@ -13,10 +13,18 @@ from scipy import stats
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# What users run: the default convolutions and compilation cache, not the suite's.
+_USER_ENVIRONMENT = {
+    **{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},
+    "VSSL_JAX_CONV3D": "auto",
+}
+
+
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,
+        env=_USER_ENVIRONMENT,
         capture_output=True,
         text=True,
         timeout=900,
@@ -43,6 +51,9 @@ def test_smoke_config_trains_well_above_chance(smoke_run):
     assert p_value < 1e-4, results
     assert sorted(os.listdir(workdir / "checkpoints")) == ["120", "60"]
     assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "r3d_18"
+    # The compiled train step is kept for the next run of the same config.
+    cached = os.listdir(os.path.join(os.environ["VSSL_JAX_CACHE"], "xla"))
+    assert any(name.startswith("jit_train_step-") for name in cached), cached
 
 
 def _demo_videos(split: str) -> list[str]:

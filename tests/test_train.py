@@ -249,3 +249,20 @@ def nnx_state_params(model):
     from flax import nnx
 
     return nnx.state(model, nnx.Param)
+
+
+def test_compilation_cache_defaults_to_the_vssl_jax_cache_and_keeps_a_users_directory(
+    monkeypatch, tmp_path
+):
+    import jax
+
+    monkeypatch.setenv("VSSL_JAX_CACHE", str(tmp_path))
+    users = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", "/somewhere/of/the/users")
+        assert main.use_compilation_cache() == "/somewhere/of/the/users"
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert main.use_compilation_cache() == str(tmp_path / "xla")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", users)
