@@ -13,6 +13,7 @@ import os
 import time
 
 import av
+import ml_collections
 import numpy as np
 import pytest
 import simplejpeg
@@ -383,3 +384,7 @@ def test_each_demo_option_gets_its_own_cache_folder(monkeypatch, tmp_path):
         data.demo.background = "plain"
         data.demo.motion = "accelerating"
     assert datasets.resolve(data) == str(tmp_path / "demo-64px-48x16-seed0-plain-accelerating")
+    # A config.json saved before the options existed (predict reloads it) names the old folder.
+    saved = ml_collections.ConfigDict(json.loads(demo_config.get_config().to_json()))
+    del saved.data.demo["background"], saved.data.demo["motion"]
+    assert datasets.resolve(saved.data) == str(tmp_path / "demo-64px-48x16-seed0")

@@ -12,15 +12,22 @@ def default_cache_dir() -> str:
     return os.environ.get("VSSL_JAX_CACHE", os.path.expanduser("~/.cache/vssl_jax"))
 
 
+# Demo options added after the first release; a run's saved config.json may predate them.
+_LATER_DEMO_OPTIONS = {"background": "photo", "motion": "constant"}
+
+
+def _later_demo_options(demo) -> dict:
+    return {key: demo.get(key, default) for key, default in _LATER_DEMO_OPTIONS.items()}
+
+
 def resolve(data_config) -> str:
     """The shard folder `config.data` names, without building anything."""
     if data_config.builtin == "demo":
         demo = data_config.demo
         name = f"demo-{demo.size}px-{demo.train_per_class}x{demo.val_per_class}-seed{demo.seed}"
-        if demo.background != "photo":
-            name += f"-{demo.background}"
-        if demo.motion != "constant":
-            name += f"-{demo.motion}"
+        for key, value in _later_demo_options(demo).items():
+            if value != _LATER_DEMO_OPTIONS[key]:
+                name += f"-{value}"
         return data_config.data_dir or os.path.join(default_cache_dir(), name)
     if data_config.builtin:
         raise ValueError(f"config.data.builtin: unknown dataset '{data_config.builtin}' (demo)")
@@ -49,8 +56,7 @@ def prepare(data_config, splits: tuple[str, ...]) -> str:
                 val_per_class=demo.val_per_class,
                 size=demo.size,
                 seed=demo.seed,
-                background=demo.background,
-                motion=demo.motion,
+                **_later_demo_options(demo),
             )
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("demo dataset ready")
