@@ -124,30 +124,40 @@ def build_data(
     command += ["--output", converted, "--short-side", "128", "--dataset-name", "real"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    from array_record.python.array_record_module import ArrayRecordWriter
+    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
     from data_prep import convert
     from vssl_jax.data import pipeline, records
 
-    source = pipeline.split_source(converted, "train")
-    raw_records = [source[i] for i in range(len(source))]
+    raw_records, sidecar = [], {"videos": []}
+    for path in records.shard_paths(converted, "train"):
+        reader = ArrayRecordReader(path)
+        raw_records += reader.read_all()
+        reader.close()
+        with open(records.sidecar_file(path)) as f:
+            shard_sidecar = json.load(f)
+        sidecar["options"] = shard_sidecar["options"]
+        sidecar["videos"] += shard_sidecar["videos"]
     shards, zstd_shards = os.path.join(root, "shards"), os.path.join(root, "zstd_shards")
-    repeats = -(-records_in_shards // len(raw_records))
+    repeats = -(-records_in_shards // len(sidecar["videos"]))
     # data_prep's writer options, and the same with ArrayRecord's default zstd compression.
     for shard_dir, options in (
         (shards, convert.ARRAY_RECORD_OPTIONS),
         (zstd_shards, "group_size:1"),
     ):
-        os.makedirs(shard_dir)
+        os.makedirs(os.path.join(shard_dir, records.SIDECAR_DIR))
         for shard in range(repeats):
-            name = f"real-train.array_record-{shard:05d}-of-{repeats:05d}"
-            writer = ArrayRecordWriter(os.path.join(shard_dir, name), options)
+            path = os.path.join(shard_dir, f"real-train.array_record-{shard:05d}-of-{repeats:05d}")
+            writer = ArrayRecordWriter(path, options)
             for record in raw_records:
                 writer.write(record)
             writer.close()
+            with open(records.sidecar_file(path), "w") as f:
+                json.dump(sidecar, f)
     folders, originals = [], []
-    for raw_record in raw_records:
-        record = records.parse_record(raw_record)
+    source = pipeline.split_source(converted, "train")
+    for index in range(len(source)):
+        record = source[index]
         stem = os.path.splitext(os.path.basename(record.path))[0]
         folder = os.path.join(root, "frames", record.label_text, stem)
         os.makedirs(folder)
@@ -188,8 +198,8 @@ class HostNormalized:
         self.make_example = make_example
         self.normalize = Normalizer(crop)
 
-    def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        example = self.make_example(raw, rng)
+    def __call__(self, record, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        example = self.make_example(record, rng)
         return {**example, "video": self.normalize(example["video"])}
 
 
@@ -301,17 +311,18 @@ class DecodeLimit(_InProcessLoader):
     def __init__(self, data: Data, batch: int, normalize: bool, seed: int = 0):
         import simplejpeg
 
-        from vssl_jax.data import pipeline, records
+        from vssl_jax.data import pipeline
 
         super().__init__(data, batch, normalize, seed)
         source = pipeline.split_source(data.shards, "train")
         buffers: dict[tuple[int, int], np.ndarray] = {}  # One decode buffer per frame size.
         self.videos = []
         for i in range(len(data.videos)):  # The shards repeat these records.
-            record = records.parse_record(source[i])
-            size = simplejpeg.decode_jpeg_header(record.frames[0])[:2]
+            record = source[i]
+            frames = list(record.frames)  # All in memory: the limit reads nothing.
+            size = simplejpeg.decode_jpeg_header(frames[0])[:2]
             buffer = buffers.setdefault(size, np.empty((*size, 3), np.uint8))
-            self.videos.append((record.frames, record.label, buffer))
+            self.videos.append((frames, record.label, buffer))
         self.decode = simplejpeg.decode_jpeg
 
     def _clip(self, position: int) -> int:

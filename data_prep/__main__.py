@@ -28,6 +28,7 @@ from data_prep.inspect import InspectError
 from data_prep.manifest import ConvertError, ShardError
 from data_prep.sources import FORMATS, SourceError
 from data_prep.storage import StorageError
+from vssl_jax.data import records
 
 # Seconds a video may take to decode before it is killed and skipped: a 10-minute 1080p h264
 # video decodes, resizes and encodes in about 2 minutes on one core here.
@@ -95,6 +96,13 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=90, help="1..100 (default 90)")
     parser.add_argument(
         "--videos-per-shard", type=int, default=64, help="videos per shard file (default 64)"
+    )
+    parser.add_argument(
+        "--frames-per-record",
+        type=int,
+        default=records.DEFAULT_FRAMES_PER_RECORD,
+        help="JPEG frames per ArrayRecord record: a training clip reads only the records "
+        f"holding its frames (default {records.DEFAULT_FRAMES_PER_RECORD})",
     )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count(), help="decoding processes (default: CPUs)"
@@ -174,6 +182,7 @@ def _run_convert(args: argparse.Namespace) -> None:
         short_side=args.short_side or None,
         jpeg_quality=args.jpeg_quality,
         videos_per_shard=args.videos_per_shard,
+        frames_per_record=args.frames_per_record,
         tfrecord=args.tfrecord,
         source_fps=(
             default_source_fps(args.input, listing.input_format)

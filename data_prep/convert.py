@@ -58,6 +58,7 @@ class _Task:
     short_side: int | None
     jpeg_quality: int
     tfrecord: bool
+    frames_per_record: int
     source_fps: float = frames.DEFAULT_SOURCE_FPS  # Frame folders' frame rate.
     # A local copy of a remote source.path, decoded in its place (records keep source.path).
     local_copy: str | None = None
@@ -65,7 +66,7 @@ class _Task:
 
 @dataclasses.dataclass(frozen=True)
 class _Result:
-    record: bytes = b""
+    records: tuple[bytes, ...] = ()  # The video's ArrayRecord records, in frame order.
     sequence_example: bytes = b""
     num_frames: int = 0
     start_time: float = 0.0
@@ -109,7 +110,7 @@ class Plan:
 
 
 def _convert_video(task: _Task) -> _Result:
-    """Runs in a worker process: one video -> its serialized record(s)."""
+    """Runs in a worker process: one video -> its serialized records."""
     source = task.source
     try:
         if task.local_copy is None and os.path.isdir(source.path):
@@ -142,7 +143,9 @@ def _convert_video(task: _Task) -> _Result:
         fps=clip.fps,
     )
     return _Result(
-        record=records.encode_record(**fields),
+        records=tuple(
+            records.encode_video_records(frames_per_record=task.frames_per_record, **fields)
+        ),
         sequence_example=records.encode_sequence_example(**fields) if task.tfrecord else b"",
         num_frames=len(clip.frames),
         start_time=clip.start_time,
@@ -236,7 +239,7 @@ def _tfrecord_frame(data: bytes) -> bytes:
     return length + TFRecordWriter.masked_crc(length) + data + TFRecordWriter.masked_crc(data)
 
 
-# group_size:1 keeps every record independently readable: random access per video. No zstd:
+# group_size:1 keeps every record independently readable: random access per record. No zstd:
 # the JPEG frames a record holds shrink by only ~12% under it, and decompressing the record
 # costs the input pipeline ~10% of a training clip's CPU time (benchmarks/README.md).
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
@@ -264,7 +267,8 @@ def _write_records(
                 {"path": source.path, "split": shard.split, "reason": result.skip_reason}
             )
             continue
-        writer.write(result.record)
+        for record in result.records:
+            writer.write(record)
         if tfrecord_out is not None:
             tfrecord_out.write(_tfrecord_frame(result.sequence_example))
         videos.append(
@@ -502,7 +506,14 @@ def _results(
 
 
 def _check_options(
-    fps, short_side, jpeg_quality, videos_per_shard, output_dir, source_fps, decode_timeout
+    fps,
+    short_side,
+    jpeg_quality,
+    videos_per_shard,
+    frames_per_record,
+    output_dir,
+    source_fps,
+    decode_timeout,
 ) -> None:
     if source_fps <= 0:
         raise ConvertError(f"{output_dir}: --source-fps must be positive, got {source_fps}")
@@ -521,6 +532,10 @@ def _check_options(
         raise ConvertError(
             f"{output_dir}: --videos-per-shard must be at least 1, got {videos_per_shard}"
         )
+    if frames_per_record < 1:
+        raise ConvertError(
+            f"{output_dir}: --frames-per-record must be at least 1, got {frames_per_record}"
+        )
 
 
 def plan_conversion(
@@ -532,6 +547,7 @@ def plan_conversion(
     short_side: int | None = 128,
     jpeg_quality: int = 90,
     videos_per_shard: int = 64,
+    frames_per_record: int = records.DEFAULT_FRAMES_PER_RECORD,
     tfrecord: bool = False,
     source_fps: float = frames.DEFAULT_SOURCE_FPS,
     decode_timeout: float | None = None,
@@ -540,9 +556,21 @@ def plan_conversion(
     the shards still to write. What `convert` and the Beam pipeline (beam.py) share.
     """
     _check_options(
-        fps, short_side, jpeg_quality, videos_per_shard, output_dir, source_fps, decode_timeout
+        fps,
+        short_side,
+        jpeg_quality,
+        videos_per_shard,
+        frames_per_record,
+        output_dir,
+        source_fps,
+        decode_timeout,
     )
-    options = {"fps": fps, "short_side": short_side, "jpeg_quality": jpeg_quality}
+    options = {
+        "fps": fps,
+        "short_side": short_side,
+        "jpeg_quality": jpeg_quality,
+        "frames_per_record": frames_per_record,
+    }
     # Frame folders' times and resampling depend on it; videos carry their own rate. (Remote
     # sources are all video files: the listing refuses remote frame folders.)
     if any(not storage.is_remote(s.path) and os.path.isdir(s.path) for s in listing.sources):
@@ -596,6 +624,7 @@ def plan_conversion(
                     short_side=short_side,
                     jpeg_quality=jpeg_quality,
                     tfrecord=tfrecord,
+                    frames_per_record=frames_per_record,
                     source_fps=source_fps,
                 )
                 for source in shard.sources
@@ -661,6 +690,7 @@ def convert(
     short_side: int | None = 128,
     jpeg_quality: int = 90,
     videos_per_shard: int = 64,
+    frames_per_record: int = records.DEFAULT_FRAMES_PER_RECORD,
     workers: int | None = None,
     tfrecord: bool = False,
     show_progress: bool = True,
@@ -670,7 +700,8 @@ def convert(
     """Converts the listed videos into shards in `output_dir`; returns the manifest.
 
     Frames are resampled to `fps` (None: every source frame) and resized to `short_side` (None:
-    full size) following `video_io.iter_frames`, then JPEG-encoded at `jpeg_quality`. An
+    full size) following `video_io.iter_frames`, then JPEG-encoded at `jpeg_quality`, and stored
+    `frames_per_record` to a record (a clip reads only the records of its frames). An
     existing `output_dir/label_map.json` is kept and sources with labels outside it are skipped;
     otherwise the listing's label names are written there. Splits converted by separate calls
     accumulate in manifest.json; shards completed by an interrupted call are not redone. Videos
@@ -704,6 +735,7 @@ def convert(
         short_side=short_side,
         jpeg_quality=jpeg_quality,
         videos_per_shard=videos_per_shard,
+        frames_per_record=frames_per_record,
         tfrecord=tfrecord,
         source_fps=source_fps,
         decode_timeout=decode_timeout,

@@ -101,48 +101,45 @@ def _picked_frames(frames, count: int) -> list[bytes]:
 
 
 def _read_videos(shards: dict[str, list[str]]):
-    """Every record's summary, and up to VIDEOS_PER_CLASS sampled videos' frames per class."""
-    from array_record.python.array_record_module import ArrayRecordReader
+    """Every video's summary, and up to VIDEOS_PER_CLASS sampled videos' frames per class.
 
+    A video's record(s) of frames are read only for the frames shown (and the first)."""
     videos: list[_Video] = []
     # class -> [(sample key, video, JPEG frames)], the VIDEOS_PER_CLASS smallest keys.
     samples: dict[str, list[tuple[int, _Video, list[bytes]]]] = collections.defaultdict(list)
     for split, paths in shards.items():
         for path in paths:
             try:
-                reader = ArrayRecordReader(path)
+                source = records.VideoSource([path])
             except (OSError, RuntimeError, ValueError) as e:
                 raise InspectError(f"{path}: cannot read the shard ({e})") from e
-            try:
-                for _ in range(reader.num_records()):
-                    try:
-                        record = records.parse_record(reader.read())
-                    except Exception as e:
-                        raise InspectError(f"{path}: not a vssl_jax record ({e})") from e
-                    height, width = (
-                        simplejpeg.decode_jpeg_header(record.frames[0])[:2]
-                        if record.num_frames
-                        else (0, 0)
-                    )
-                    video = _Video(
-                        split=split,
-                        label_text=record.label_text or UNLABELLED,
-                        path=record.path,
-                        num_frames=record.num_frames,
-                        duration=record.num_frames / record.fps if record.fps else 0.0,
-                        fps=round(record.fps, 3),
-                        size=f"{width}x{height}",
-                    )
-                    videos.append(video)
-                    chosen = samples[video.label_text]
-                    key = _sample_key(video.path)
-                    if len(chosen) < VIDEOS_PER_CLASS or key < chosen[-1][0]:
-                        picked = _picked_frames(record.frames, FRAMES_PER_VIDEO)
-                        chosen.append((key, video, picked))
-                        chosen.sort(key=lambda item: (item[0], item[1].path))
-                        del chosen[VIDEOS_PER_CLASS:]
-            finally:
-                reader.close()
+            for index in range(len(source)):
+                try:
+                    record = source[index]
+                except Exception as e:
+                    raise InspectError(f"{path}: not a vssl_jax record ({e})") from e
+                height, width = (
+                    simplejpeg.decode_jpeg_header(record.frames[0])[:2]
+                    if record.num_frames
+                    else (0, 0)
+                )
+                video = _Video(
+                    split=split,
+                    label_text=record.label_text or UNLABELLED,
+                    path=record.path,
+                    num_frames=record.num_frames,
+                    duration=record.num_frames / record.fps if record.fps else 0.0,
+                    fps=round(record.fps, 3),
+                    size=f"{width}x{height}",
+                )
+                videos.append(video)
+                chosen = samples[video.label_text]
+                key = _sample_key(video.path)
+                if len(chosen) < VIDEOS_PER_CLASS or key < chosen[-1][0]:
+                    picked = _picked_frames(record.frames, FRAMES_PER_VIDEO)
+                    chosen.append((key, video, picked))
+                    chosen.sort(key=lambda item: (item[0], item[1].path))
+                    del chosen[VIDEOS_PER_CLASS:]
     return videos, samples
 
 

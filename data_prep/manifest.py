@@ -30,7 +30,7 @@ from vssl_jax.data import records
 
 LABEL_MAP = "label_map.json"
 MANIFEST = "manifest.json"
-SIDECAR_DIR = "sidecars"
+SIDECAR_DIR = records.SIDECAR_DIR
 # TFRecord shards live in a subfolder: TFDS's metadata writer refuses a folder whose shards have
 # two file formats.
 TFRECORD_DIR = "tfrecord"
@@ -185,6 +185,7 @@ def write_manifest(
             "shards": plan["shards"],
             "per_class": {name: counts[name] for name in label_names},
             "num_frames": sum(video["num_frames"] for video in videos),
+            "num_records": sum(_num_records(sidecar) for sidecar in sidecars),
             "checksums": _checksums(sidecars),
         }
         if sidecars and all(sidecar["tfrecord"] for sidecar in sidecars):
@@ -214,12 +215,18 @@ def _all_shards(plans: list[dict]) -> list[str]:
     return [shard for plan in plans for shard in plan["shards"]]
 
 
+def _num_records(sidecar: dict) -> int:
+    """Records in the sidecar's shard: TFDS counts examples, which are records, not videos."""
+    per_record = sidecar["options"].get("frames_per_record")
+    return sum(records.records_of(video["num_frames"], per_record) for video in sidecar["videos"])
+
+
 def _split_info(split: str, sidecars: list[dict]):
     import tensorflow_datasets as tfds
 
     return tfds.core.SplitInfo(
         name=split,
-        shard_lengths=[len(sidecar["videos"]) for sidecar in sidecars],
+        shard_lengths=[_num_records(sidecar) for sidecar in sidecars],
         num_bytes=sum(sidecar["num_bytes"] for sidecar in sidecars),
         filename_template=None,
     )

@@ -57,9 +57,8 @@ def _convert(listing, out, **kwargs) -> dict:
 def _read_split(out, manifest: dict, split: str) -> list[records.VideoRecord]:
     parsed = []
     for shard in manifest["splits"][split]["shards"]:
-        reader = ArrayRecordReader(os.path.join(out, shard))
-        parsed += [records.parse_record(raw) for raw in reader.read_all()]
-        reader.close()
+        source = records.VideoSource([os.path.join(out, shard)])
+        parsed += [source[i] for i in range(len(source))]
     return parsed
 
 
@@ -115,7 +114,13 @@ def test_convert_folder_skips_bad_files(folder, tmp_path):
     for path in shard_files:  # One record per chunk (random access), stored without zstd.
         options = ArrayRecordReader(path).writer_options_string().split(",")
         assert "group_size:1" in options and "uncompressed" in options, options
-    assert manifest["options"] == {"fps": FPS, "short_side": SHORT_SIDE, "jpeg_quality": 90}
+    assert manifest["options"] == {
+        "fps": FPS,
+        "short_side": SHORT_SIDE,
+        "jpeg_quality": 90,
+        "frames_per_record": records.DEFAULT_FRAMES_PER_RECORD,
+    }
+    assert split["num_records"] == 1 + 1 + 2  # 21, 21 and 50 frames at 32 per record.
     assert manifest["schema_version"] == records.SCHEMA_VERSION
 
     assert manifest["num_skipped"] == 3
@@ -144,7 +149,7 @@ def test_worker_processes_write_the_same_shards(folder, tmp_path):
     _convert(listing, tmp_path / "two", videos_per_shard=2, workers=2)
     # Compared parsed: protobuf orders a record's feature map differently in each process.
     one, two = _shard_contents(tmp_path / "one"), _shard_contents(tmp_path / "two")
-    assert [len(v) for v in one.values()] == [2, 0, 1]
+    assert [len(v) for v in one.values()] == [2, 0, 2]  # Records: bikes' 50 frames take two.
     assert one == two
 
 

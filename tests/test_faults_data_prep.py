@@ -25,7 +25,6 @@ import av
 import numpy as np
 import pytest
 import simplejpeg
-from array_record.python.array_record_module import ArrayRecordReader
 
 from data_prep import manifest as manifest_module
 from data_prep.__main__ import main
@@ -147,13 +146,11 @@ def videos(tmp_path_factory):
 def _records(out, split="train") -> dict[str, records.VideoRecord]:
     """path -> record, over the split's shards; fails on a path seen twice."""
     found: dict[str, records.VideoRecord] = {}
-    for path in records.shard_paths(str(out), split):
-        reader = ArrayRecordReader(path)
-        for raw in reader.read_all():
-            record = records.parse_record(raw)
-            assert record.path not in found, f"{record.path} stored twice"
-            found[record.path] = record
-        reader.close()
+    source = records.VideoSource(records.shard_paths(str(out), split))
+    for index in range(len(source)):
+        record = source[index]
+        assert record.path not in found, f"{record.path} stored twice"
+        found[record.path] = record
     return found
 
 
@@ -214,8 +211,7 @@ def test_bad_videos_are_skipped_listed_and_counted_and_good_ones_convert(videos,
     for k, i in enumerate(indices):
         assert _mad(clip[k], source[i]) < 3
     spec = pipeline.ClipSpec(num_frames=8, frame_stride=2, crop_size=112)
-    raw = records.encode_record(**{**short.__dict__, "frames": list(short.frames)})
-    video = pipeline.TrainClip(spec)(raw, np.random.default_rng(0))["video"]
+    video = pipeline.TrainClip(spec)(short, np.random.default_rng(0))["video"]
     assert video.shape == (8, 112, 112, 3)
 
 

@@ -15,7 +15,6 @@ import shutil
 import numpy as np
 import pytest
 import simplejpeg
-from array_record.python.array_record_module import ArrayRecordReader
 from PIL import Image
 
 from data_prep import frames
@@ -47,11 +46,10 @@ def read_records(out) -> dict[str, records.VideoRecord]:
     found = {}
     for split in manifest["splits"].values():
         for shard in split["shards"]:
-            reader = ArrayRecordReader(str(out / shard))
-            for raw in reader.read_all():
-                record = records.parse_record(raw)
+            source = records.VideoSource([str(out / shard)])
+            for index in range(len(source)):
+                record = source[index]
                 found[os.path.basename(record.path)] = record
-            reader.close()
     return found
 
 

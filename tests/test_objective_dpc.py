@@ -371,9 +371,9 @@ def test_finetuning_finds_every_pretrained_encoder_array_by_path(method):
 
 
 def _record(values, size=36):
-    """A record whose frame i is flat grey `values[i]` (JPEG keeps flat grey within +-1)."""
+    """A video whose frame i is flat grey `values[i]` (JPEG keeps flat grey within +-1)."""
     frames = [simplejpeg.encode_jpeg(np.full((size, size, 3), v, np.uint8), 95) for v in values]
-    return records.encode_record(
+    return records.VideoRecord(
         frames=frames,
         label=1,
         label_text="one",
@@ -406,7 +406,7 @@ def test_block_clip_on_tiny_dataset(tiny_dataset):
     b = make(source[3], np.random.default_rng(7))
     c = make(source[3], np.random.default_rng(8))
     assert a["video"].shape == (6, 32, 32, 3) and a["video"].dtype == np.uint8
-    assert a["label"].dtype == np.int32 and int(a["label"]) == records.parse_record(source[3]).label
+    assert a["label"].dtype == np.int32 and int(a["label"]) == source[3].label
     np.testing.assert_array_equal(a["video"], b["video"])
     assert not np.array_equal(a["video"], c["video"])
 

@@ -75,15 +75,15 @@ def tiny_train_step(model, objective_name: str, objective_config_):
     return config, state, jax.jit(step)
 
 
-def frame_coded_record(num_frames: int, video_id: int, size: int = 40) -> bytes:
-    """A record whose frame t is flat (10 t + 5, 40 id + 20, 128): decoded pixels name the frame
+def frame_coded_record(num_frames: int, video_id: int, size: int = 40) -> records.VideoRecord:
+    """A video whose frame t is flat (10 t + 5, 40 id + 20, 128): decoded pixels name the frame
     and the video they came from."""
     frames = []
     for t in range(num_frames):
         frame = np.empty((size, size, 3), np.uint8)
         frame[...] = (10 * t + 5, 40 * video_id + 20, 128)
         frames.append(simplejpeg.encode_jpeg(frame, 95))
-    return records.encode_record(
+    return records.VideoRecord(
         frames=frames,
         label=video_id,
         label_text=str(video_id),
@@ -471,8 +471,8 @@ def test_recipe_config_and_views_pickle_for_grain_workers():
     spec = ClipSpec(num_frames=4, frame_stride=2, crop_size=32, flip=True)
     views = objectives.get("moco").train_example(spec, smoke.objective)
     restored = pickle.loads(pickle.dumps(views))
-    raw = frame_coded_record(12, 1)
+    video = frame_coded_record(12, 1)
     np.testing.assert_array_equal(
-        restored(raw, np.random.default_rng(9))["video"],
-        views(raw, np.random.default_rng(9))["video"],
+        restored(video, np.random.default_rng(9))["video"],
+        views(video, np.random.default_rng(9))["video"],
     )

@@ -18,7 +18,7 @@ from flax import nnx
 from tests.conftest import tiny_config
 from tests.test_models import host_random, quick_compile  # noqa: F401  (a fixture)
 from vssl_jax import objectives, optimizers, sharding, train
-from vssl_jax.data import pipeline, records, transforms
+from vssl_jax.data import pipeline, transforms
 from vssl_jax.models import heads
 from vssl_jax.objectives import arrow_of_time, multibranch, supervised, timecycle
 from vssl_jax.state import make_state_spec
@@ -249,10 +249,9 @@ def test_timecycle_sampler_gives_the_cycle_frames(tiny_dataset):
     config = ml_collections.ConfigDict({"name": "timecycle", "video_len": 3, "frame_gap": 3})
     spec = pipeline.ClipSpec(num_frames=4, frame_stride=2, crop_size=32)
     sample = objectives.get("timecycle").train_example(spec, config)
-    raw = pipeline.split_source(tiny_dataset, "train")[0]
-    out = sample(raw, np.random.default_rng(5))
+    record = pipeline.split_source(tiny_dataset, "train")[0]
+    out = sample(record, np.random.default_rng(5))
     assert out["video"].shape == (4, 32, 32, 3) and out["video"].dtype == np.uint8
-    record = records.parse_record(raw)
     full = transforms.decode_frames(record.frames, np.arange(record.num_frames), record.path)
     matches = [
         (start, top, left)

@@ -108,14 +108,14 @@ def test_rotate_crop_turns_counter_clockwise_about_the_centre():
     assert (turned[:, 0, 0] == 0).all() and (turned[:, 3, 3] == video[:, 3, 3]).all()
 
 
-def noise_record(num_frames: int = 12, size: int = 40) -> tuple[bytes, np.ndarray]:
-    """A record of random frames and the frames as the pipeline decodes them."""
+def noise_record(num_frames: int = 12, size: int = 40) -> tuple[records.VideoRecord, np.ndarray]:
+    """A video of random frames and the frames as the pipeline decodes them."""
     frames = np.random.default_rng(3).integers(0, 256, (num_frames, size, size, 3), np.uint8)
     jpegs = [simplejpeg.encode_jpeg(f, 95) for f in frames]
-    raw = records.encode_record(
+    record = records.VideoRecord(
         frames=jpegs, label=1, label_text="1", path="noise", start_time=0.0, end_time=1.2, fps=10.0
     )
-    return raw, np.stack([simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs])
+    return record, np.stack([simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs])
 
 
 def vtdl_views(spec, **keys):
@@ -145,13 +145,13 @@ def test_triplet_anchor_and_positive_share_frames_and_the_negative_is_elsewhere_
 def test_tca_anchor_is_the_positive_plus_one_of_its_frames_weighted_up_to_a_tenth():
     """Crop = frame size and no other augmentation, so the positive is the decoded clip and the
     anchor must be (1 - w) clip + w clip[k] for some frame k and w in [0, 0.1]."""
-    raw, _ = noise_record()
+    record, _ = noise_record()
     spec = ClipSpec(num_frames=4, frame_stride=2, crop_size=40, flip=False)
     views = vtdl_views(spec, temporal_consistency_augment=True, temporal_negatives=False)
     rng = np.random.default_rng(5)
     weights = []
     for _ in range(5):
-        anchor, positive = views(raw, rng)["video"].astype(np.float64)
+        anchor, positive = views(record, rng)["video"].astype(np.float64)
         fits = []
         for k in range(4):
             direction = positive[k] - positive  # [T, H, W, 3]
@@ -169,7 +169,7 @@ def test_basic_augment_draws_one_rotation_and_jitter_per_clip():
     positive get different draws."""
     frame = np.random.default_rng(6).integers(0, 256, (40, 40, 3), np.uint8)
     jpeg = simplejpeg.encode_jpeg(frame, 95)
-    raw = records.encode_record(
+    record = records.VideoRecord(
         frames=[jpeg] * 10,
         label=0,
         label_text="0",
@@ -180,7 +180,7 @@ def test_basic_augment_draws_one_rotation_and_jitter_per_clip():
     )
     spec = ClipSpec(num_frames=4, frame_stride=2, crop_size=32, flip=False)
     example = vtdl_views(spec, basic_augment=True, temporal_negatives=False)(
-        raw, np.random.default_rng(7)
+        record, np.random.default_rng(7)
     )
     for clip in example["video"]:
         assert all(np.array_equal(clip[0], clip[t]) for t in range(1, 4))
@@ -300,8 +300,8 @@ def test_views_pickle_for_grain_workers():
     spec = ClipSpec(num_frames=4, frame_stride=2, crop_size=32, flip=True)
     views = vtdl.vtdl_clips(spec, pretrain_vtdl_hmdb51.get_config("smoke").objective)
     restored = pickle.loads(pickle.dumps(views))
-    raw = frame_coded_record(12, 1)
+    record = frame_coded_record(12, 1)
     np.testing.assert_array_equal(
-        restored(raw, np.random.default_rng(10))["video"],
-        views(raw, np.random.default_rng(10))["video"],
+        restored(record, np.random.default_rng(10))["video"],
+        views(record, np.random.default_rng(10))["video"],
     )

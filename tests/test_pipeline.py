@@ -1,6 +1,6 @@
 import numpy as np
 
-from vssl_jax.data import pipeline, records
+from vssl_jax.data import pipeline
 
 SPEC = pipeline.ClipSpec(num_frames=4, frame_stride=2, crop_size=32, flip=True)
 
@@ -66,7 +66,7 @@ def test_eval_covers_every_example_once_with_masked_padding(tiny_dataset):
     assert sorted(index[mask > 0].tolist()) == list(range(10))
     # Centre clip, centre crop: deterministic, equal to decoding the record by hand.
     source = pipeline.split_source(tiny_dataset, "val")
-    record = records.parse_record(source[0])
+    record = source[0]
     assert batches[0]["video"].shape == (4, 1, 4, 32, 32, 3)  # [batch, views, T, H, W, 3]
     first = batches[0]["video"][0, 0]
     # 12 frames, span 7 -> centre clip starts at 2; frames are 40x40 -> crop offset 4.

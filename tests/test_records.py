@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -62,10 +63,16 @@ def converted(tmp_path_factory):
 
 
 def _read_records(path: str) -> list[records.VideoRecord]:
+    """Every record of a shard, as stored (a video may span several)."""
     reader = ArrayRecordReader(path)
     raw = reader.read_all()
     reader.close()
     return [records.parse_record(r) for r in raw]
+
+
+def _read_videos(path: str) -> list[records.VideoRecord]:
+    source = records.VideoSource([path])
+    return [source[i] for i in range(len(source))]
 
 
 def _masked_crc(data: bytes) -> int:
@@ -78,18 +85,31 @@ def test_tfds_reads_converted_shards(converted):
     import tensorflow_datasets as tfds
 
     out, manifest = converted
-    parsed = _read_records(os.path.join(out, manifest["splits"]["train"]["shards"][0]))
+    shard = os.path.join(out, manifest["splits"]["train"]["shards"][0])
+    parsed = _read_videos(shard)
     # Sorted by path: phone/carphone_pristine.mp4, then street/bikes.mp4.
     assert [r.path.rsplit("/", 1)[1] for r in parsed] == ["carphone_pristine.mp4", "bikes.mp4"]
 
+    # TFDS's examples are the records: carphone's 21 frames in one, bikes' 50 in 32 + 18.
+    stored = _read_records(shard)
+    assert [(r.path, r.first_frame, r.num_frames, r.video_num_frames) for r in stored] == [
+        (parsed[0].path, 0, 21, 21),
+        (parsed[1].path, 0, 32, 50),
+        (parsed[1].path, 32, 18, 50),
+    ]
+    assert manifest["splits"]["train"]["num_records"] == 3
     builder = tfds.builder_from_directory(out)
     assert builder.info.features["label"].names == ["phone", "street"]
     source = builder.as_data_source("train")
-    assert len(source) == 2
-    for i, record in enumerate(parsed):
+    assert len(source) == 3
+    for i, record in enumerate(stored):
         example = source[i]
         assert example["label"] == record.label
         assert example["label_text"].decode() == record.label_text
+        assert (example["first_frame"], example["video_num_frames"]) == (
+            record.first_frame,
+            record.video_num_frames,
+        )
         assert len(example["video"]) == record.num_frames
         np.testing.assert_array_equal(
             example["video"][0], simplejpeg.decode_jpeg(record.frames[0], colorspace="RGB")
@@ -123,7 +143,8 @@ def test_tfrecord_output_has_dmvr_keys(converted):
         offset += 16 + length
     assert [bytes(p) for p in tfrecord_iterator(path)] == payloads
 
-    array_records = _read_records(os.path.join(out, manifest["splits"]["train"]["shards"][0]))
+    # A SequenceExample per video, however many ArrayRecord records it spans.
+    array_records = _read_videos(os.path.join(out, manifest["splits"]["train"]["shards"][0]))
     assert len(payloads) == len(array_records) == 2
     for payload, record in zip(payloads, array_records, strict=True):
         sequence = tf_example_pb2.SequenceExample.FromString(payload)
@@ -139,7 +160,7 @@ def test_tfrecord_output_has_dmvr_keys(converted):
 def test_records_hold_the_decoded_frames(converted):
     """The stored JPEGs are video_io's frames for the same options."""
     out, manifest = converted
-    record = _read_records(os.path.join(out, manifest["splits"]["train"]["shards"][0]))[1]
+    record = _read_videos(os.path.join(out, manifest["splits"]["train"]["shards"][0]))[1]
     frames = list(video_io.iter_frames(record.path, fps=5, short_side=32))
     assert len(frames) == record.num_frames
     for jpeg, (_, rgb) in zip(record.frames, frames, strict=True):
@@ -147,3 +168,112 @@ def test_records_hold_the_decoded_frames(converted):
         # JPEG at quality 90 of the same picture: PSNR well above 30 dB (a wrong frame is ~15).
         mse = np.mean((decoded - rgb) ** 2)
         assert 10 * np.log10(255**2 / mse) > 30
+
+
+def _write_shard(path: str, raws: list[bytes]) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    from data_prep.convert import ARRAY_RECORD_OPTIONS
+
+    writer = ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
+    for raw in raws:
+        writer.write(raw)
+    writer.close()
+
+
+_FIELDS = dict(label_text="c", start_time=0.0, end_time=7.0, fps=10.0)
+
+
+@pytest.mark.parametrize("with_sidecar", [True, False])
+def test_video_source_reads_only_the_records_of_the_frames_asked_for(tmp_path, with_sidecar):
+    """70 + 5 frames at 32 per record: 3 + 1 records. Every frame comes back in place, and a
+    frame costs a read of its own record only (once), not of the whole video."""
+    long, short = _jpegs(70), _jpegs(5, value=100)
+    raws = records.encode_video_records(
+        frames=long, frames_per_record=32, label=1, path="long.mp4", **_FIELDS
+    ) + records.encode_video_records(
+        frames=short, frames_per_record=32, label=0, path="short.mp4", **_FIELDS
+    )
+    assert len(raws) == 4
+    shard = str(tmp_path / "d-train.array_record-00000-of-00001")
+    _write_shard(shard, raws)
+    if with_sidecar:  # What data_prep writes; without it the shard's records are scanned.
+        os.makedirs(tmp_path / records.SIDECAR_DIR)
+        sidecar = {
+            "options": {"frames_per_record": 32},
+            "videos": [{"num_frames": 70}, {"num_frames": 5}],
+        }
+        with open(records.sidecar_file(shard), "w") as f:
+            json.dump(sidecar, f)
+    source = records.VideoSource([shard])
+    assert len(source) == 2
+    reads = []
+    source._records = _CountingReads(source._records, reads)
+    video = source[0]
+    assert (video.num_frames, video.label, video.path) == (70, 1, "long.mp4")
+    assert reads == [0]
+    assert video.frames[40] == long[40] and video.frames[63] == long[63]
+    assert reads == [0, 1]  # Frames 32..63.
+    assert video.frames[-1] == long[69] and video.frames[5] == long[5]
+    assert reads == [0, 1, 2]
+    assert list(video.frames) == long
+    assert reads == [0, 1, 2]
+    with pytest.raises(IndexError, match="frame 70 of a 70-frame video"):
+        video.frames[70]
+    assert list(source[1].frames) == short and reads[-1] == 3
+
+
+class _CountingReads:
+    def __init__(self, inner, reads: list[int]):
+        self.inner, self.reads = inner, reads
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> bytes:
+        self.reads.append(index)
+        return self.inner[index]
+
+
+def test_video_source_reads_schema_1_shards(tmp_path):
+    """Shards converted before videos spanned records (no segment keys, no frames_per_record
+    in the sidecar) read as a record per video."""
+    frames = _jpegs(40)
+    raw = records.encode_record(frames=frames, label=2, path="old.mp4", **_FIELDS)
+    example = tf_example_pb2.Example.FromString(raw)
+    for key in (records.FIRST_FRAME, records.VIDEO_NUM_FRAMES):
+        del example.features.feature[key]
+    shard = str(tmp_path / "d-train.array_record-00000-of-00001")
+    _write_shard(shard, [example.SerializeToString()] * 2)
+    os.makedirs(tmp_path / records.SIDECAR_DIR)
+    with open(records.sidecar_file(shard), "w") as f:
+        json.dump({"options": {"fps": None}, "videos": [{"num_frames": 40}] * 2}, f)
+    source = records.VideoSource([shard])
+    assert len(source) == 2
+    assert list(source[1].frames) == frames and source[1].label == 2
+
+
+def test_video_source_refuses_sidecars_that_do_not_match(tmp_path):
+    raws = records.encode_video_records(
+        frames=_jpegs(40), frames_per_record=16, label=0, path="a.mp4", **_FIELDS
+    )
+    shard = str(tmp_path / "d-train.array_record-00000-of-00001")
+    _write_shard(shard, raws)
+    os.makedirs(tmp_path / records.SIDECAR_DIR)
+
+    def sidecar(per_record: int, videos: list[int]) -> None:
+        with open(records.sidecar_file(shard), "w") as f:
+            json.dump(
+                {
+                    "options": {"frames_per_record": per_record},
+                    "videos": [{"num_frames": n} for n in videos],
+                },
+                f,
+            )
+
+    sidecar(16, [40, 8])
+    with pytest.raises(ValueError, match=r"the sidecars list 4 records, the 1 shards hold 3"):
+        records.VideoSource([shard])
+    sidecar(16, [16, 24])  # 1 + 2 records: the second "video" starts mid-video.
+    with pytest.raises(ValueError, match=r"a\.mp4: record 1 starts at frame 16"):
+        records.VideoSource([shard])[1]

@@ -191,7 +191,7 @@ def test_multi_view_eval_averages_logits_of_every_view(uninterrupted, tiny_datas
     model = nnx.merge(spec.graphdef, state["params"], state["model_state"], copy=True)
     source = pipeline.split_source(tiny_dataset, "val")
     views = pipeline.test_views(
-        __import__("vssl_jax").data.records.parse_record(source[3]).frames,
+        source[3].frames,
         12,
         pipeline.clip_spec(config.data),
         "v",

@@ -26,11 +26,11 @@ from vssl_jax.state import make_state_spec
 NUM_CLASSES_WITHOUT_DATA = 101
 
 
-def synthetic_record(config) -> bytes:
-    """A grey 64-frame video as a record, frames of the crop size plus a margin."""
+def synthetic_record(config) -> records.VideoRecord:
+    """A grey 64-frame video, frames of the crop size plus a margin."""
     size = config.data.crop_size + 16
     frame = simplejpeg.encode_jpeg(np.full((size, size + 8, 3), 128, np.uint8), 90)
-    return records.encode_record(
+    return records.VideoRecord(
         frames=[frame] * 64,
         label=0,
         label_text="synthetic",

@@ -19,7 +19,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from vssl_jax import checkpoint, datasets, objectives, sharding
-from vssl_jax.data import pipeline, records
+from vssl_jax.data import pipeline
 from vssl_jax.state import make_state_spec, normalized
 
 RESULTS_FILE = "eval_results.json"
@@ -191,7 +191,7 @@ def extract_features(config, workdir: str) -> dict:
     step_fn = make_eval_step(spec, config, mesh, step=features_step)
     outputs = run_over_split(step_fn, config, state, mesh, data_dir)
     source = pipeline.split_source(data_dir, config.data.eval_split)
-    paths = [records.parse_record(source[int(i)]).path for i in outputs["index"]]
+    paths = [source[int(i)].path for i in outputs["index"]]
     if jax.process_index() == 0:
         np.save(os.path.join(workdir, "features.npy"), outputs["features"])
         np.save(os.path.join(workdir, "labels.npy"), outputs["label"])

@@ -19,7 +19,7 @@ import numpy as np
 matplotlib.use("Agg")  # Files only; never a window.
 from matplotlib import pyplot as plt  # noqa: E402
 
-from vssl_jax.data import pipeline, records, transforms  # noqa: E402
+from vssl_jax.data import pipeline, transforms  # noqa: E402
 
 PLOTS_DIR = "plots"
 
@@ -115,7 +115,7 @@ def prediction_grid(
         squeeze=False,
     )
     for row, position in zip(axes, chosen.astype(int), strict=True):
-        record = records.parse_record(source[int(outputs["index"][position])])
+        record = source[int(outputs["index"][position])]
         shown = np.linspace(0, record.num_frames - 1, frames_per_video).astype(int)
         frames = transforms.decode_frames(record.frames, shown, record.path)
         true = int(outputs["label"][position])

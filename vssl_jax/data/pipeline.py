@@ -92,13 +92,14 @@ def load_label_names(data_dir: str) -> list[str]:
 
 
 class TrainClip:
-    """Record bytes -> {'video': uint8 [T, crop, crop, 3], 'label': int32}, randomly."""
+    """A video -> {'video': uint8 [T, crop, crop, 3], 'label': int32}, randomly."""
 
     def __init__(self, spec: ClipSpec):
         self.spec = spec
 
-    def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        record = records.parse_record(raw)
+    def __call__(
+        self, record: records.VideoRecord, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         indices = self.spec.train_indices(record.num_frames, rng)
         video = transforms.decode_random_crop(
             record.frames, indices, self.spec.crop_size, rng, self.spec.flip, record.path
@@ -132,7 +133,7 @@ class EvalClip:
     def __call__(self, position: int) -> dict[str, np.ndarray]:
         is_real = position < len(self.indices)
         index = int(self.indices[min(position, len(self.indices) - 1)])
-        record = records.parse_record(self.source[index])
+        record = self.source[index]
         return {
             "video": test_views(record.frames, record.num_frames, self.spec, record.path),
             "label": np.int32(record.label),
@@ -141,9 +142,9 @@ class EvalClip:
         }
 
 
-def split_source(data_dir: str, split: str) -> grain.sources.ArrayRecordDataSource:
-    """Random access to the records of one split, in shard order."""
-    return grain.sources.ArrayRecordDataSource(records.shard_paths(data_dir, split))
+def split_source(data_dir: str, split: str) -> records.VideoSource:
+    """Random access to the videos of one split, in shard order."""
+    return records.VideoSource(records.shard_paths(data_dir, split))
 
 
 def _local_batch_size(global_batch_size: int) -> int:
@@ -208,7 +209,7 @@ def train_dataset(
 ) -> grain.IterDataset:
     """An endless, checkpointable stream of local training batches for this host.
 
-    `make_example(raw_record, rng) -> dict` makes one training example (an objective's clip
+    `make_example(video_record, rng) -> dict` makes one training example (an objective's clip
     sampler and augmentations); the default is one dense clip, `TrainClip(spec)`.
     """
     dataset = grain.MapDataset.source(split_source(data_dir, split))

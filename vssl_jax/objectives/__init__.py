@@ -9,7 +9,7 @@ An `Objective` bundles what a method needs beyond the encoder:
   with the method's heads; the wrapper keeps the encoder as its attribute `encoder`, so a
   checkpoint's `params/encoder/...` is what fine-tuning restores. Supervised objectives return
   the encoder itself.
-- `train_example(spec, config) -> callable(raw_record, np.random.Generator) -> dict`: the
+- `train_example(spec, config) -> callable(VideoRecord, np.random.Generator) -> dict`: the
   method's clip sampler and augmentations, run by grain on the host (must pickle: keep plain
   values from `config`, not the ConfigDict).
 `config` is always `config.objective`.

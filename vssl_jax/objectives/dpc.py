@@ -151,8 +151,9 @@ class BlockClip:
     grayscale_prob: float
     color_jitter: tuple[float, float, float, float]
 
-    def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        record = records.parse_record(raw)
+    def __call__(
+        self, record: records.VideoRecord, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         indices = sampling.random_clip_indices(record.num_frames, self.num_frames, self.stride, rng)
         video = transforms.decode_frames(record.frames, indices, record.path)
         video = transforms.random_crop(video, self.crop_size, rng, record.path)

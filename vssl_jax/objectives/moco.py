@@ -111,8 +111,9 @@ class MoCoClips:
             clip = video_augment.grayscale(clip)
         return clip
 
-    def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        record = records.parse_record(raw)
+    def __call__(
+        self, record: records.VideoRecord, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         length, stride = self.spec.num_frames, self.spec.frame_stride
         first = sampling.random_clip_indices(record.num_frames, length, stride, rng)
         start = other_start(record.num_frames, length, stride, int(first[0]), 1, rng)

@@ -131,8 +131,9 @@ class VTDLClips:
             clip = transforms.random_flip(clip, rng)
         return clip
 
-    def __call__(self, raw: bytes, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        record = records.parse_record(raw)
+    def __call__(
+        self, record: records.VideoRecord, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         length, stride = self.spec.num_frames, self.spec.frame_stride
         indices = [sampling.random_clip_indices(record.num_frames, length, stride, rng)]
         if self.temporal_negatives:
