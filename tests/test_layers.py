@@ -126,3 +126,59 @@ def test_resnet2d_convolutions_are_the_cpu_aware_conv2d():
     net = resnet2d.ResNet2D(18, width=8, dtype=jnp.float32, rngs=nnx.Rngs(0))
     convs = [m for _, m in nnx.iter_graph(net) if isinstance(m, nnx.Conv)]
     assert len(convs) == 20 and all(c.conv_general_dilated is layers.conv2d for c in convs)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_batch_norm_equals_flax_and_never_updates_in_place(dtype, monkeypatch):
+    """Same outputs and running statistics as nnx.BatchNorm, bit for bit, and the same gradients,
+    over two training steps and an eval pass; and the training pass never takes flax's in-place
+    `variable[...] = ...` update, whose tracing cost grows with the model traced before it."""
+    from flax import nnx
+
+    def built(cls):
+        norm = cls(8, momentum=0.9, dtype=dtype, rngs=nnx.Rngs(0))
+        norm.scale[...] = jnp.arange(8.0) / 4
+        norm.bias[...] = jnp.arange(8.0) / 8
+        return norm
+
+    ours, flax_norm = built(layers.BatchNorm), built(nnx.BatchNorm)
+    x = jax.random.normal(jax.random.key(0), (4, 3, 5, 8)) * 3 + 1
+    weights = jax.random.normal(jax.random.key(1), x.shape)
+
+    @nnx.jit
+    def step(norm, x):
+        def loss(norm, x):
+            return jnp.sum(norm(x).astype(jnp.float32) * weights)
+
+        return nnx.value_and_grad(loss, argnums=(0, 1))(norm, x)
+
+    for _ in range(2):
+        (value, (grads, x_grad)), (want, (want_grads, want_x_grad)) = (
+            step(ours, x),
+            step(flax_norm, x),
+        )
+        np.testing.assert_array_equal(value, want)
+        # Gradients through another graph of the same ops: equal to rounding.
+        for got, expected in (
+            (x_grad, want_x_grad),
+            (grads["scale"][...], want_grads["scale"][...]),
+        ):
+            got, expected = np.float32(got), np.float32(expected)
+            np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-5 * np.abs(expected).max())
+        np.testing.assert_array_equal(ours.mean[...], flax_norm.mean[...])
+        np.testing.assert_array_equal(ours.var[...], flax_norm.var[...])
+    assert not np.array_equal(ours.mean[...], np.zeros(8))
+    ours.eval()
+    flax_norm.eval()
+    np.testing.assert_array_equal(ours(x), flax_norm(x))
+
+    def refuse(self, key, value):
+        raise AssertionError("in-place update of a BatchStat")
+
+    monkeypatch.setattr(nnx.BatchStat, "__setitem__", refuse)
+    ours.train()
+    flax_norm.train()
+    train_pass = nnx.jit(lambda norm, x: norm(x))
+    train_pass(ours, x)
+    with pytest.raises(AssertionError, match="in-place update"):
+        train_pass(flax_norm, x)

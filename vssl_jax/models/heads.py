@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vssl_jax.models import layers
+
 
 class ClassifierHead(nnx.Module):
     """Dropout, then a linear layer: `[..., in_features] -> [..., num_classes]` float32 logits."""
@@ -67,7 +69,7 @@ class ProjectionHead(nnx.Module):
         )
         self.norms = nnx.List(
             [
-                nnx.BatchNorm(hidden, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
+                layers.BatchNorm(hidden, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
                 for _ in range(num_layers - 1)
             ]
             if use_batch_norm

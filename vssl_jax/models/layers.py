@@ -192,6 +192,43 @@ class Conv3D(nnx.Module):
         return y
 
 
+class BatchNorm(nnx.BatchNorm):
+    """`nnx.BatchNorm` (same variables, options and results) whose training pass replaces the
+    running statistics with `set_value` instead of flax's in-place `variable[...] = ...`.
+
+    flax's in-place update asks the traced value for its `sharding`; the error JAX raises inside
+    that `getattr` describes where the tracer came from by walking the whole trace so far, so
+    every BatchNorm costs time proportional to the model traced before it: 10.7 s of the 27 s
+    that tracing the multibranch train step took. Features on the last axis, statistics over all
+    others (the zoo's layout); cross-device statistics (`axis_name`) and masks go to flax.
+    """
+
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        if use_running_average or mask is not None or self.axis_name is not None:
+            return super().__call__(x, use_running_average=use_running_average, mask=mask)
+        if self.axis not in (-1, x.ndim - 1):
+            raise ValueError(f"BatchNorm over axis {self.axis}: the zoo's features are last")
+        dtype = self.dtype or x.dtype
+        x = x.astype(dtype)
+        # Statistics in at least float32, as flax's fast variance: E[x^2] - E[x]^2.
+        wide = x.astype(jnp.promote_types(dtype, jnp.float32))
+        axes = tuple(range(x.ndim - 1))
+        mean = wide.mean(axes)
+        var = jnp.maximum(0.0, (wide * wide).mean(axes) - mean * mean)
+        keep = self.momentum
+        self.mean.set_value(lax.stop_gradient(keep * self.mean[...] + (1 - keep) * mean))
+        self.var.set_value(lax.stop_gradient(keep * self.var[...] + (1 - keep) * var))
+        multiplier = lax.rsqrt(var + self.epsilon)
+        if self.scale is not None:
+            multiplier = multiplier * self.scale[...].astype(dtype)
+        y = (x - mean) * multiplier
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y.astype(dtype)
+
+
 def batch_norm(
     channels: int,
     *,
@@ -200,9 +237,9 @@ def batch_norm(
     zero_init: bool = False,
     dtype,
     rngs: nnx.Rngs,
-) -> nnx.BatchNorm:
+) -> BatchNorm:
     """BatchNorm with torch's conventions: `momentum` is torch's (flax's is 1 - it)."""
-    return nnx.BatchNorm(
+    return BatchNorm(
         channels,
         momentum=1.0 - momentum,
         epsilon=epsilon,
