@@ -85,6 +85,7 @@ def _task(path) -> convert_module._Task:
         short_side=32,
         jpeg_quality=90,
         tfrecord=False,
+        frames_per_record=32,
     )
 
 
@@ -100,7 +101,7 @@ def test_workers_replace_a_crashed_or_hung_one_and_keep_the_order():
         None,
         None,
     ]
-    assert results[0].record == results[3].record == results[4].record != b""
+    assert results[0].records == results[3].records == results[4].records != ()
     assert results[0].num_frames == 21
     assert not multiprocessing.active_children()
 
