@@ -17,7 +17,7 @@ import os
 import pytest
 
 from configs.runlocal import shrink
-from vssl_jax import dry_run, main
+from vssl_jax import dry_run, main, objectives
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Modules of `configs/` that hold shared code, not an experiment.
@@ -120,5 +120,8 @@ def test_config_traces_its_train_step(name, variant):
     "name, variant", REPRESENTATIVES, ids=[f"{n}:{v}" for n, v in REPRESENTATIVES]
 )
 def test_stage_runs_end_to_end(name, variant, tmp_path):
-    results = main.run(_shrunk(name, variant), str(tmp_path))
+    config = _shrunk(name, variant)
+    results = main.run(config, str(tmp_path))
     assert results.get("top1", results.get("knn_top1", results.get("feature_dim"))) is not None
+    if objectives.get(config.objective.name).pictures is not None:
+        assert (tmp_path / "plots" / f"{config.objective.name}.png").stat().st_size > 0

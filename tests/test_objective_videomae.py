@@ -12,7 +12,8 @@ from flax import nnx
 
 import vssl_jax.models.video_vit  # noqa: F401  (registers vivit_joint)
 from tests.conftest import tiny_config
-from vssl_jax import checkpoint, objectives, optimizers, sharding, train
+from vssl_jax import checkpoint, objectives, optimizers, plots, sharding, train
+from vssl_jax.data import pipeline
 from vssl_jax.models import video_vit
 from vssl_jax.objectives import videomae
 from vssl_jax.state import initial_state, load_pretrained, make_state_spec
@@ -153,7 +154,70 @@ def test_encoder_sees_only_visible_tokens():
     assert not np.allclose(encoded(poked), encoded(video))
 
 
+# ---------------------------------------------------------------- Pictures
+
+
+def test_unpatchify_inverts_patchify_in_numpy_order():
+    video = np.random.default_rng(3).normal(size=(2, 4, 32, 16, 3)).astype(np.float32)
+    tubelets = videomae.patchify(jnp.asarray(video), TUBELET)
+    np.testing.assert_array_equal(tubelets, _numpy_tubelets(video).astype(np.float32))
+    np.testing.assert_array_equal(videomae.unpatchify(tubelets, (2, 4, 2), TUBELET), video)
+
+
+@pytest.mark.parametrize("normalize_target", [True, False])
+def test_reconstructions_keep_visible_tubelets_and_map_predictions_back(normalize_target):
+    model = _model()
+    video = np.random.default_rng(4).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
+    config = ml_collections.ConfigDict({"mask_ratio": 0.75, "normalize_target": normalize_target})
+    key = jax.random.key(7)
+    mask = np.asarray(videomae.tube_mask(key, 2, (2, 4, 4), 0.75))
+    visible = np.stack([np.flatnonzero(~m) for m in mask])
+    masked = np.stack([np.flatnonzero(m) for m in mask])
+
+    @nnx.jit
+    def run(model, video):
+        rows = videomae.reconstructions(model, video, key, config)
+        encoded = model.encode_visible(video, visible, train=False, rngs=None)
+        return rows, model.decode(encoded, visible, masked, 32, train=False, rngs=None)
+
+    rows, prediction = run(model, jnp.asarray(video))
+    prediction = np.asarray(prediction).reshape(2, 24, 128, 3)
+    assert set(rows) == {"original", "masked input", "reconstruction"}
+    np.testing.assert_array_equal(rows["original"], video)
+    true = _numpy_tubelets(video)  # [2, 32 tokens, 128 pixels, 3]
+    shown = _numpy_tubelets(np.asarray(rows["masked input"]))
+    rebuilt = _numpy_tubelets(np.asarray(rows["reconstruction"]))
+    for b in range(2):
+        assert np.isnan(shown[b, masked[b]]).all()
+        np.testing.assert_array_equal(shown[b, visible[b]], true[b, visible[b]])
+        np.testing.assert_allclose(rebuilt[b, visible[b]], true[b, visible[b]], rtol=0, atol=1e-6)
+        guess = rebuilt[b, masked[b]]
+        if normalize_target:  # back to the target's units with the true tubelet's statistics
+            pixels = true[b, masked[b]]
+            mean = pixels.mean(axis=1, keepdims=True)
+            scale = pixels.std(axis=1, ddof=1, keepdims=True) + 1e-6
+            guess = (guess - mean) / scale
+        np.testing.assert_allclose(guess, prediction[b], rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------- Training
+
+
+# `tiny_config` overrides: a one-block joint ViT on 4x32x32 clips and a one-block decoder.
+TINY_VIDEOMAE = {
+    "model.name": "vivit_joint",
+    "model.width": 16,
+    "model.depth": 1,
+    "model.num_heads": 2,
+    "model.patch": 8,
+    "model.image_size": 32,
+    "model.num_frames": 4,
+    "objective.name": "videomae",
+    "objective.mask_ratio": 0.75,
+    "objective.decoder_width": 8,
+    "objective.decoder_depth": 1,
+    "objective.decoder_heads": 2,
+}
 
 
 @pytest.fixture
@@ -167,20 +231,9 @@ def quick_compile():
 def test_one_train_step_moves_encoder_and_decoder(quick_compile):
     config = tiny_config(
         "",
+        **TINY_VIDEOMAE,
         **{
-            "model.name": "vivit_joint",
-            "model.width": 16,
-            "model.depth": 1,
-            "model.num_heads": 2,
-            "model.patch": 8,
-            "model.image_size": 32,
-            "model.num_frames": 4,
             "model.drop_path": 0.1,
-            "objective.name": "videomae",
-            "objective.mask_ratio": 0.75,
-            "objective.decoder_width": 8,
-            "objective.decoder_depth": 1,
-            "objective.decoder_heads": 2,
             "optimizer.name": "adamw",
             "optimizer.lr": 1e-3,
             "optimizer.weight_decay": 0.0,
@@ -215,6 +268,37 @@ def test_one_train_step_moves_encoder_and_decoder(quick_compile):
     }
     # The classifier is not used by pretraining; everything else gets a gradient.
     assert unchanged == {"encoder/head/kernel", "encoder/head/bias"}
+
+
+def test_pictures_of_a_run_are_the_objectives_rows_in_pixels(tiny_dataset, tmp_path):
+    config = tiny_config(
+        tiny_dataset,
+        **TINY_VIDEOMAE,
+    )
+    mesh = sharding.make_mesh(config.mesh)
+    spec = make_state_spec(config, 2, mesh)
+    rows = plots.objective_pictures(
+        objectives.get("videomae").pictures,
+        spec,
+        config,
+        initial_state(spec),
+        mesh,
+        tiny_dataset,
+        num_videos=2,
+    )
+    assert list(rows) == ["original", "masked input", "reconstruction"]  # the objective's order
+    source = pipeline.split_source(tiny_dataset, "val")
+    views = pipeline.EvalClip(source, np.arange(2), pipeline.clip_spec(config.data))
+    clips = np.stack([views(i)["video"][0] for i in range(2)]) / 255.0
+    np.testing.assert_allclose(rows["original"], clips, atol=1e-6)
+    hidden = np.isnan(rows["masked input"])
+    assert hidden.mean() == 0.75  # 12 of each slice's 16 tubelets
+    np.testing.assert_allclose(rows["masked input"][~hidden], clips[~hidden], atol=1e-6)
+    assert np.isfinite(rows["reconstruction"]).all()
+    path = plots.clip_rows(str(tmp_path), "videomae.png", rows)
+    from PIL import Image
+
+    assert Image.open(path).size == (760, 960)  # 4 frames across, 2 videos x 3 rows down
 
 
 def test_finetuning_restores_the_pretrained_encoder_by_path(tmp_path):

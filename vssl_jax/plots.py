@@ -5,6 +5,9 @@
   with the number of classes so 50+ classes stay readable.
 - `predictions.png`: a few frames of sample eval videos with the true label, and the prediction
   in green when right, red when wrong.
+- `OBJECTIVE.png` (e.g. `videomae.png`), after training with an objective that has `pictures`:
+  for a few eval videos, the rows the objective makes of a clip (VideoMAE: original, masked
+  input, reconstruction), a few frames each.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import os
 import jax
 import matplotlib
 import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 matplotlib.use("Agg")  # Files only; never a window.
 from matplotlib import pyplot as plt  # noqa: E402
 
 from vssl_jax.data import pipeline, transforms  # noqa: E402
+from vssl_jax.state import normalized  # noqa: E402
 
 PLOTS_DIR = "plots"
 
@@ -133,6 +139,89 @@ def prediction_grid(
     return _save(fig, workdir, "predictions.png")
 
 
+def objective_pictures(
+    pictures, spec, config, state: dict, mesh, data_dir: str, *, num_videos: int = 4
+) -> dict[str, np.ndarray]:
+    """An objective's `pictures` of the first test view of the first `num_videos` videos of
+    `eval_split`, in pixels `[videos, T, H, W, 3]` in [0, 1] (NaN kept: no pixels). Every process
+    runs it (the state may span hosts); each reads the same videos."""
+    source = pipeline.split_source(data_dir, config.data.eval_split)
+    count = min(num_videos, len(source))
+    views = pipeline.EvalClip(source, np.arange(count), pipeline.clip_spec(config.data))
+    clips = np.stack([views(i)["video"][0] for i in range(count)])
+    replicated = NamedSharding(mesh, PartitionSpec())
+    clips = jax.make_array_from_process_local_data(replicated, clips)
+    mean = np.asarray(config.data.mean, np.float32)
+    std = np.asarray(config.data.std, np.float32)
+
+    names: list[str] = []  # The objective's row order (a dict out of jit comes back sorted).
+
+    def run(state, clips):
+        model = nnx.merge(spec.graphdef, state["params"], state["model_state"], copy=True)
+        video = normalized({"video": clips}, config)["video"]
+        rows = pictures(model, video, jax.random.PRNGKey(config.seed), config.objective)
+        names[:] = rows
+        return [row.astype(np.float32) * std + mean for row in rows.values()]
+
+    rows = jax.jit(run, out_shardings=replicated)(state, clips)
+    return {
+        name: np.clip(np.asarray(row.addressable_data(0)), 0, 1)
+        for name, row in zip(names, rows, strict=True)
+    }
+
+
+def clip_rows(
+    workdir: str, name: str, rows: dict[str, np.ndarray], *, frames_per_clip: int = 4
+) -> str:
+    """For each video, one row of `frames_per_clip` evenly spread frames per entry of `rows`
+    (`[videos, T, H, W, 3]` in [0, 1]; NaN pixels drawn black), named on the left."""
+    kinds = list(rows)
+    num_videos, num_frames = rows[kinds[0]].shape[:2]
+    shown = np.linspace(0, num_frames - 1, min(frames_per_clip, num_frames)).astype(int)
+    fig, axes = plt.subplots(
+        num_videos * len(kinds),
+        len(shown),
+        figsize=(1.6 * len(shown) + 1.2, 1.6 * num_videos * len(kinds)),
+        squeeze=False,
+    )
+    for video in range(num_videos):
+        for k, kind in enumerate(kinds):
+            row = axes[video * len(kinds) + k]
+            for ax, frame in zip(row, shown, strict=True):
+                ax.imshow(np.nan_to_num(rows[kind][video, frame], nan=0.0))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if video == 0 and k == 0:
+                    ax.set_title(f"frame {frame}", fontsize=8)
+            row[0].set_ylabel(f"video {video}\n{kind}", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, workdir, name)
+
+
+def _log_images(workdir: str, paths: list[str]) -> None:
+    """The pictures at `paths` as TensorBoard images, tagged by file name."""
+    from PIL import Image
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
+        for path in paths:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            writer.add_image(f"plots/{os.path.basename(path)[:-4]}", image, dataformats="HWC")
+
+
+def write_objective_pictures(
+    objective_name: str, pictures, spec, config, state: dict, mesh, data_dir: str, workdir: str
+) -> str | None:
+    """`plots/OBJECTIVE.png` (and its TensorBoard image); every process must call it, process 0
+    writes. Returns the path (None on other processes)."""
+    rows = objective_pictures(pictures, spec, config, state, mesh, data_dir)
+    if jax.process_index() != 0:
+        return None
+    path = clip_rows(workdir, f"{objective_name}.png", rows)
+    _log_images(workdir, [path])
+    return path
+
+
 def write_eval_plots(
     workdir: str, outputs: dict[str, np.ndarray], label_names: list[str], data_dir: str, config
 ) -> list[str]:
@@ -145,11 +234,5 @@ def write_eval_plots(
         prediction_grid(workdir, outputs, label_names, data_dir, config.data.eval_split),
     ]
     paths = [p for p in paths if p]
-    from PIL import Image
-    from tensorboardX import SummaryWriter
-
-    with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
-        for path in paths:
-            image = np.asarray(Image.open(path).convert("RGB"))
-            writer.add_image(f"plots/{os.path.basename(path)[:-4]}", image, dataformats="HWC")
+    _log_images(workdir, paths)
     return paths

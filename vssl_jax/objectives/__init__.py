@@ -12,6 +12,10 @@ An `Objective` bundles what a method needs beyond the encoder:
 - `train_example(spec, config) -> callable(VideoRecord, np.random.Generator) -> dict`: the
   method's clip sampler and augmentations, run by grain on the host (must pickle: keep plain
   values from `config`, not the ConfigDict).
+- `pictures(model, video, key, config) -> {row name: clips}` (optional): what the method makes of
+  normalised clips `[batch, T, H, W, 3]`, as clips of the same shape and units (NaN where there
+  are no pixels), drawn after training as `workdir/plots/OBJECTIVE.png` (VideoMAE: the masked
+  input and the reconstruction).
 `config` is always `config.objective`.
 """
 
@@ -45,6 +49,7 @@ class Objective:
     # True when the loss contrasts each example with the rest of the batch (InfoNCE with in-batch
     # negatives): gradient accumulation would then change the objective, so it is refused.
     negatives_from_batch: bool = False
+    pictures: Callable | None = None
 
 
 _OBJECTIVES: dict[str, Objective] = {

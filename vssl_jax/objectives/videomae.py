@@ -195,23 +195,23 @@ def build_videomae(encoder: nnx.Module, config, rngs: nnx.Rngs) -> MaskedVideoAu
 # ---------------------------------------------------------------- Loss
 
 
-def videomae_loss(
-    model: MaskedVideoAutoencoder, batch: dict, *, train: bool, rngs: nnx.Rngs, config
-):
-    """`batch['video']` [batch, T, H, W, 3] (normalised): reconstruction MSE of the masked
-    tubelets. Returns (loss, metrics)."""
-    video = batch["video"]
-    if video.ndim != 5:
-        raise ValueError(
-            f"objective 'videomae' reads video [batch, time, height, width, 3], got shape "
-            f"{tuple(video.shape)}"
-        )
+def _predict_masked(
+    model: MaskedVideoAutoencoder,
+    video: jax.Array,
+    key: jax.Array,
+    mask_ratio: float,
+    *,
+    train: bool,
+    rngs: nnx.Rngs | None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One draw of the tube mask over `video` [batch, T, H, W, 3] and the model's guess at what
+    it hides: (mask [batch, tokens], masked token indices [batch, n_masked], prediction and
+    true tubelets [batch, n_masked, t * p * p, 3], float32)."""
     encoder = model.encoder
     grid = encoder.token_grid(video.shape)
     num_tokens = math.prod(grid)
-    mask_ratio = config.get("mask_ratio", 0.9)
     num_visible = grid[0] * (grid[1] * grid[2] - num_masked_per_frame(grid, mask_ratio))
-    mask = tube_mask(rngs.augment(), video.shape[0], grid, mask_ratio)
+    mask = tube_mask(key, video.shape[0], grid, mask_ratio)
     visible, masked = split_tokens(mask, num_visible)
 
     encoded = model.encode_visible(video, visible, train=train, rngs=rngs)
@@ -224,7 +224,23 @@ def videomae_loss(
         masked,
     )
     patches = patches.reshape(*masked.shape, math.prod(encoder.tubelet), 3)
-    prediction = prediction.reshape(patches.shape)
+    return mask, masked, prediction.reshape(patches.shape), patches
+
+
+def videomae_loss(
+    model: MaskedVideoAutoencoder, batch: dict, *, train: bool, rngs: nnx.Rngs, config
+):
+    """`batch['video']` [batch, T, H, W, 3] (normalised): reconstruction MSE of the masked
+    tubelets. Returns (loss, metrics)."""
+    video = batch["video"]
+    if video.ndim != 5:
+        raise ValueError(
+            f"objective 'videomae' reads video [batch, time, height, width, 3], got shape "
+            f"{tuple(video.shape)}"
+        )
+    _, _, prediction, patches = _predict_masked(
+        model, video, rngs.augment(), config.get("mask_ratio", 0.9), train=train, rngs=rngs
+    )
     if config.get("normalize_target", True):
         target, scale = normalize_patches(jax.lax.stop_gradient(patches))
         squared = jnp.square(prediction - target)
@@ -236,4 +252,47 @@ def videomae_loss(
     return loss, {"loss": loss, "pixel_mse": pixel_mse}
 
 
-register("videomae", Objective(videomae_loss, build_videomae, final_eval="knn"))
+# ---------------------------------------------------------------- Pictures
+
+
+def unpatchify(
+    patches: jax.Array, grid: tuple[int, int, int], tubelet: tuple[int, int, int]
+) -> jax.Array:
+    """The inverse of `patchify`: [batch, t * h * w, pt * ph * pw, C] -> [batch, T, H, W, C]."""
+    batch, channels = patches.shape[0], patches.shape[-1]
+    x = patches.reshape(batch, *grid, *tubelet, channels).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(batch, *(g * p for g, p in zip(grid, tubelet, strict=True)), channels)
+
+
+def reconstructions(
+    model: MaskedVideoAutoencoder, video: jax.Array, key: jax.Array, config
+) -> dict[str, jax.Array]:
+    """What the model makes of normalised clips [batch, T, H, W, 3] under one draw of the tube
+    mask, as clips of the same shape (normalised units), for pictures:
+    `original`; `masked input`, the masked tubelets NaN (no pixels); `reconstruction`, the
+    visible tubelets as they are and the masked ones predicted. With `normalize_target` the
+    prediction is in per-tubelet normalised units; it is mapped back through each true
+    tubelet's own mean and scale, as VideoMAE's visualisation script does."""
+    mask, masked, prediction, patches = _predict_masked(
+        model, video, key, config.get("mask_ratio", 0.9), train=False, rngs=None
+    )
+    if config.get("normalize_target", True):
+        _, scale = normalize_patches(patches)
+        prediction = prediction * scale + patches.mean(axis=-2, keepdims=True)
+    tubelet = model.encoder.tubelet
+    grid = model.encoder.token_grid(video.shape)
+    tubelets = patchify(video.astype(jnp.float32), tubelet)
+    rows = jnp.arange(video.shape[0])[:, None]
+    return {
+        "original": video.astype(jnp.float32),
+        "masked input": unpatchify(
+            jnp.where(mask[:, :, None, None], jnp.nan, tubelets), grid, tubelet
+        ),
+        "reconstruction": unpatchify(tubelets.at[rows, masked].set(prediction), grid, tubelet),
+    }
+
+
+register(
+    "videomae",
+    Objective(videomae_loss, build_videomae, final_eval="knn", pictures=reconstructions),
+)
