@@ -124,4 +124,11 @@ def test_stage_runs_end_to_end(name, variant, tmp_path):
     results = main.run(config, str(tmp_path))
     assert results.get("top1", results.get("knn_top1", results.get("feature_dim"))) is not None
     if objectives.get(config.objective.name).pictures is not None:
-        assert (tmp_path / "plots" / f"{config.objective.name}.png").stat().st_size > 0
+        picture = tmp_path / "plots" / f"{config.objective.name}.png"
+        assert picture.stat().st_size > 0
+        # The eval stage draws them again from the checkpoint.
+        picture.unlink()
+        with config.unlocked():
+            config.stage = "eval"
+        main.run(config, str(tmp_path))
+        assert picture.stat().st_size > 0

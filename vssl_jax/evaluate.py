@@ -172,7 +172,8 @@ def restore_latest(config, workdir: str, *, build_data: bool = True):
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
-    """The `eval` stage: restore the latest checkpoint in `workdir`, evaluate, write plots."""
+    """The `eval` stage: restore the latest checkpoint in `workdir`, evaluate, write plots (and
+    the objective's pictures, so a pretraining run's can be drawn again from its checkpoint)."""
     from vssl_jax import plots
 
     state, spec, mesh, data_dir, label_names = restore_latest(config, workdir)
@@ -181,6 +182,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     )
     write_results(workdir, results)
     plots.write_eval_plots(workdir, outputs, label_names, data_dir, config)
+    plots.write_objective_pictures(spec, config, state, mesh, data_dir, workdir)
     return results
 
 

@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 matplotlib.use("Agg")  # Files only; never a window.
 from matplotlib import pyplot as plt  # noqa: E402
 
+from vssl_jax import objectives  # noqa: E402
 from vssl_jax.data import pipeline, transforms  # noqa: E402
 from vssl_jax.state import normalized  # noqa: E402
 
@@ -57,10 +58,11 @@ def training_curves(workdir: str) -> str | None:
     loss_ax.legend()
     if "accuracy" in train[0]:
         acc_ax.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train top-1")
-    if evals:
-        acc_ax.plot(
-            [r["step"] for r in evals], [r["top1"] for r in evals], "o-", label="eval top-1"
-        )
+    # A classifier's evals report top1; a pretraining run's, kNN retrieval's knn_top1.
+    for key, label in (("top1", "eval top-1"), ("knn_top1", "eval kNN top-1")):
+        points = [(r["step"], r[key]) for r in evals if key in r]
+        if points:
+            acc_ax.plot(*zip(*points, strict=True), "o-", label=label)
     acc_ax.set_xlabel("step")
     acc_ax.set_ylabel("accuracy")
     acc_ax.set_ylim(0, 1)
@@ -210,14 +212,18 @@ def _log_images(workdir: str, paths: list[str]) -> None:
 
 
 def write_objective_pictures(
-    objective_name: str, pictures, spec, config, state: dict, mesh, data_dir: str, workdir: str
+    spec, config, state: dict, mesh, data_dir: str, workdir: str
 ) -> str | None:
-    """`plots/OBJECTIVE.png` (and its TensorBoard image); every process must call it, process 0
-    writes. Returns the path (None on other processes)."""
+    """`plots/OBJECTIVE.png` (and its TensorBoard image) when `config.objective` has pictures;
+    every process must call it, process 0 writes. Returns the path (None when there is no
+    picture, or on other processes)."""
+    pictures = objectives.get(config.objective.name).pictures
+    if pictures is None:
+        return None
     rows = objective_pictures(pictures, spec, config, state, mesh, data_dir)
     if jax.process_index() != 0:
         return None
-    path = clip_rows(workdir, f"{objective_name}.png", rows)
+    path = clip_rows(workdir, f"{config.objective.name}.png", rows)
     _log_images(workdir, [path])
     return path
 

@@ -304,8 +304,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.close()
     if outputs is not None:
         plots.write_eval_plots(workdir, outputs, label_names, data_dir, config)
-    if objective.pictures is not None:
-        plots.write_objective_pictures(
-            config.objective.name, objective.pictures, spec, config, state, mesh, data_dir, workdir
-        )
+    plots.write_objective_pictures(spec, config, state, mesh, data_dir, workdir)
     return results
