@@ -164,9 +164,10 @@ def convert_with_beam(
 
     `plan_options` are `convert.plan_conversion`'s (fps, short_side, jpeg_quality,
     videos_per_shard, frames_per_record, tfrecord, dataset_name, source_fps); the output equals
-    `convert`'s with the same options. `pipeline_args` are Beam pipeline options (`--direct_num_workers=4`,
-    `--flink_master=host:8081`, `--project=...`), passed through as they are. The videos and
-    `output_dir` may be remote (`gs://...`); with DataflowRunner they must be.
+    `convert`'s with the same options. `pipeline_args` are Beam pipeline options
+    (`--direct_num_workers=4`, `--flink_master=host:8081`, `--project=...`), passed through as
+    they are. The videos and `output_dir` may be remote (`gs://...`); with DataflowRunner they
+    must be.
     """
     local_video = next((s.path for s in listing.sources if not storage.is_remote(s.path)), None)
     paths = [("--output", output_dir)]
