@@ -3,7 +3,8 @@ from random initialisation, same model, same fine-tuning budget, several seeds, 
 
     python -m benchmarks.ssl_transfer [--methods dpc arrow_of_time moco vtdl] [--seeds 0 1 2]
         [--variant demo|smoke] [--pretrain-steps 300] [--finetune-steps 100]
-        [--background photo|plain] [--motion constant|accelerating] [--json PATH]
+        [--background photo|plain] [--motion constant|accelerating] [--val-per-class N]
+        [--json PATH]
 
 For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`, seeded), then
 fine-tune the whole network from it (the method's `configs/finetune_*.py:VARIANT` where it has
@@ -84,12 +85,14 @@ def run_comparison(
     data_dir: str = "",
     background: str = "photo",
     motion: str = "constant",
+    val_per_class: int | None = None,
 ) -> dict:
     """{"random": {encoder: [top1 per seed]}, method: [top1 per seed], "encoder": {method:
     encoder}, "seconds": {...}}. Runs everything in this process; `data_dir` replaces the
     variant's dataset (a converted folder with train and val splits); `background` and `motion`
     are the demo's (`data_prep.demo`: "plain" takes the photos out from behind the digits,
-    "accelerating" gives time a direction)."""
+    "accelerating" gives time a direction); `val_per_class`, when given, sizes the demo's val
+    split (a class's first videos stay the same, and so does the train split)."""
     from vssl_jax import main
 
     results: dict = {"random": {}, "encoder": {}, "seconds": {}}
@@ -97,6 +100,8 @@ def run_comparison(
 
         def on_data(config):
             _with(config, **{"data.demo.background": background, "data.demo.motion": motion})
+            if val_per_class:
+                _with(config, **{"data.demo.val_per_class": val_per_class})
             if data_dir:
                 _with(config, **{"data.builtin": "", "data.data_dir": data_dir})
             return config
@@ -179,6 +184,12 @@ def main() -> None:
         choices=MOTIONS,
         help="the demo's: constant speeds (default) or accelerating ones (data_prep.demo)",
     )
+    parser.add_argument(
+        "--val-per-class",
+        type=int,
+        help="the demo's val videos per class (default: the variant's, 16 for demo); more make "
+        "the comparison less noisy",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     from vssl_jax.main import configure_logging
@@ -196,10 +207,12 @@ def main() -> None:
             data_dir=args.data_dir,
             background=args.background,
             motion=args.motion,
+            val_per_class=args.val_per_class,
         )
     report.print_table(
         f"val top-1 after {args.finetune_steps} fine-tuning steps ({args.variant}; pretraining "
-        f"{args.pretrain_steps} steps, {args.background} background, {args.motion} motion)",
+        f"{args.pretrain_steps} steps, {args.background} background, {args.motion} motion"
+        + (f", {args.val_per_class} val videos per class)" if args.val_per_class else ")"),
         ["init", "per seed", "mean", "gain", "s.e. of gain"],
         summarise(results, args.methods),
     )
