@@ -100,7 +100,7 @@ def run_comparison(
 
         def on_data(config):
             _with(config, **{"data.demo.background": background, "data.demo.motion": motion})
-            if val_per_class:
+            if val_per_class is not None:
                 _with(config, **{"data.demo.val_per_class": val_per_class})
             if data_dir:
                 _with(config, **{"data.builtin": "", "data.data_dir": data_dir})
