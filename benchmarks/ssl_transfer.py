@@ -4,13 +4,15 @@ from random initialisation, same model, same fine-tuning budget, several seeds, 
     python -m benchmarks.ssl_transfer [--methods dpc arrow_of_time moco vtdl] [--seeds 0 1 2]
         [--variant demo|smoke] [--pretrain-steps 300] [--finetune-steps 100]
         [--background photo|plain] [--motion constant|accelerating] [--val-per-class N]
-        [--json PATH]
+        [--unlabelled-per-class N] [--json PATH]
 
 For each seed and method: pretrain (the method's `configs/pretrain_*.py:VARIANT`, seeded), then
 fine-tune the whole network from it (the method's `configs/finetune_*.py:VARIANT` where it has
 one, else the derived finetune stage); and, once per encoder architecture, fine-tune the same
 config from random initialisation. Prints val top-1 per seed,
 the mean and the mean difference to random init with its standard error over seeds.
+`--unlabelled-per-class N` pretrains on more demo videos than fine-tuning labels: the first N
+training videos of each class, of which the labelled split is the first 48 (16 for smoke).
 """
 
 from __future__ import annotations
@@ -74,6 +76,22 @@ def _budget(config, steps: int, seed: int):
     )
 
 
+def check_unlabelled_per_class(
+    unlabelled_per_class: int | None, methods, variant: str, data_dir: str
+) -> None:
+    """Raises ValueError unless the unlabelled videos hold the labelled split fine-tuning uses."""
+    if unlabelled_per_class is None:
+        return
+    if data_dir:
+        raise ValueError("--unlabelled-per-class sizes the demo; it cannot apply to --data-dir")
+    labelled = PRETRAIN_CONFIGS[methods[0]](variant).data.demo.train_per_class
+    if unlabelled_per_class < labelled:
+        raise ValueError(
+            f"--unlabelled-per-class {unlabelled_per_class}: fewer than the {labelled} "
+            f"labelled training videos per class of the {variant} variant, which it must hold"
+        )
+
+
 def run_comparison(
     methods,
     seeds,
@@ -86,15 +104,19 @@ def run_comparison(
     background: str = "photo",
     motion: str = "constant",
     val_per_class: int | None = None,
+    unlabelled_per_class: int | None = None,
 ) -> dict:
     """{"random": {encoder: [top1 per seed]}, method: [top1 per seed], "encoder": {method:
     encoder}, "seconds": {...}}. Runs everything in this process; `data_dir` replaces the
     variant's dataset (a converted folder with train and val splits); `background` and `motion`
     are the demo's (`data_prep.demo`: "plain" takes the photos out from behind the digits,
     "accelerating" gives time a direction); `val_per_class`, when given, sizes the demo's val
-    split (a class's first videos stay the same, and so does the train split)."""
+    split (a class's first videos stay the same, and so does the train split);
+    `unlabelled_per_class`, when given, sizes the demo's train split for pretraining only, so
+    the labelled videos fine-tuning sees are the first of a larger unlabelled set."""
     from vssl_jax import main
 
+    check_unlabelled_per_class(unlabelled_per_class, methods, variant, data_dir)
     results: dict = {"random": {}, "encoder": {}, "seconds": {}}
     for method in methods:
 
@@ -116,6 +138,8 @@ def run_comparison(
         for seed in seeds:
             pretrain_dir = os.path.join(workdir, f"{method}-pretrain-{seed}")
             pretrain = on_data(PRETRAIN_CONFIGS[method](variant))
+            if unlabelled_per_class is not None:
+                _with(pretrain, **{"data.demo.train_per_class": unlabelled_per_class})
             main.run(_budget(pretrain, pretrain_steps, seed), pretrain_dir)
             finetune = _budget(get_finetune(), finetune_steps, seed)
             _with(finetune, init_from=pretrain_dir)
@@ -190,11 +214,23 @@ def main() -> None:
         help="the demo's val videos per class (default: the variant's, 16 for demo); more make "
         "the comparison less noisy",
     )
+    parser.add_argument(
+        "--unlabelled-per-class",
+        type=int,
+        help="pretrain on the demo's first N training videos per class (default: the labelled "
+        "split fine-tuning uses, 48 for demo); pretraining reads labels only for its kNN score",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     from vssl_jax.main import configure_logging
 
     configure_logging()
+    try:
+        check_unlabelled_per_class(
+            args.unlabelled_per_class, args.methods, args.variant, args.data_dir
+        )
+    except ValueError as error:
+        parser.error(str(error))
     report.warn_if_busy()
     with tempfile.TemporaryDirectory() as tmp:
         results = run_comparison(
@@ -208,11 +244,17 @@ def main() -> None:
             background=args.background,
             motion=args.motion,
             val_per_class=args.val_per_class,
+            unlabelled_per_class=args.unlabelled_per_class,
         )
     report.print_table(
         f"val top-1 after {args.finetune_steps} fine-tuning steps ({args.variant}; pretraining "
         f"{args.pretrain_steps} steps, {args.background} background, {args.motion} motion"
-        + (f", {args.val_per_class} val videos per class)" if args.val_per_class else ")"),
+        + (f", {args.val_per_class} val videos per class" if args.val_per_class else "")
+        + (
+            f", pretrained on {args.unlabelled_per_class} videos per class)"
+            if args.unlabelled_per_class
+            else ")"
+        ),
         ["init", "per seed", "mean", "gain", "s.e. of gain"],
         summarise(results, args.methods),
     )

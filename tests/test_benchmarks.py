@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 
 from benchmarks import data_prep, input_pipeline, report
@@ -130,7 +131,6 @@ def test_data_prep_measures_both_tools(tmp_path, capsys):
 def test_fused_decode_crop_mirror_equals_decoding_whole_frames():
     # The training pipeline's fast path (what the input-pipeline benchmark times) against a
     # NumPy reference: decode every whole frame, cut the window, reverse the columns.
-    import pytest
     import simplejpeg
 
     from vssl_jax.data import transforms
@@ -157,3 +157,40 @@ def test_fused_decode_crop_mirror_equals_decoding_whole_frames():
         transforms.decode_random_crop(frames, indices, 32, rng, True, "v.mp4")
     with pytest.raises(transforms.ClipError, match="v.mp4: frame 1 cannot be decoded"):
         transforms.decode_random_crop([frames[0], b"junk"], [0, 1], 16, rng, False, "v.mp4")
+
+
+def test_ssl_transfer_pretrains_on_unlabelled_videos_and_fine_tunes_on_the_labelled_ones(tmp_path):
+    from benchmarks import ssl_transfer
+
+    def demo_options(run: str) -> dict:
+        with open(tmp_path / run / "config.json") as f:
+            return json.load(f)["data"]["demo"]
+
+    results = ssl_transfer.run_comparison(
+        ["videomae"],
+        [0],
+        variant="smoke",
+        pretrain_steps=1,
+        finetune_steps=1,
+        workdir=str(tmp_path),
+        unlabelled_per_class=18,
+    )
+    assert len(results["videomae"]) == 1
+    assert demo_options("videomae-pretrain-0")["train_per_class"] == 18
+    for run in ("videomae-finetune-0", "videomae-random-0"):
+        assert demo_options(run)["train_per_class"] == 16
+        assert (
+            demo_options(run)["val_per_class"]
+            == demo_options("videomae-pretrain-0")["val_per_class"]
+        )
+
+    with pytest.raises(ValueError, match="--unlabelled-per-class 15: fewer than the 16 labelled"):
+        ssl_transfer.run_comparison(
+            ["videomae"],
+            [0],
+            variant="smoke",
+            pretrain_steps=1,
+            finetune_steps=1,
+            workdir=str(tmp_path / "refused"),
+            unlabelled_per_class=15,
+        )
