@@ -177,6 +177,8 @@ def test_ssl_transfer_pretrains_on_unlabelled_videos_and_fine_tunes_on_the_label
     )
     assert len(results["videomae"]) == 1
     assert demo_options("videomae-pretrain-0")["train_per_class"] == 18
+    with open(tmp_path / "videomae-pretrain-0" / "eval_results.json") as f:
+        assert json.load(f)["num_train"] == 18 * 6  # The kNN bank: every pretraining video.
     for run in ("videomae-finetune-0", "videomae-random-0"):
         assert demo_options(run)["train_per_class"] == 16
         assert (
